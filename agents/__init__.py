@@ -1,0 +1,1 @@
+"""PPO with memory for Stable-Baselines3."""

@@ -1,0 +1,1 @@
+"""Partially observable environments that measure memory, registered with gymnasium."""

@@ -1,0 +1,61 @@
+"""The contract every memory follows (see shared DESIGN.md, "Contracts")."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from memory.state import State
+
+
+class Memory(nn.Module):
+    """A sequence memory: x [B, T, D] -> y [B, T, D], with a typed state carried between calls.
+
+    Subclasses implement ``initial_state`` and ``_forward``. ``episode_starts`` [B, T] bool marks
+    steps that begin a new episode; the memory resets its state *before* such a step.
+    One call with T steps equals T calls with one step each (to float round-off).
+    """
+
+    d_model: int
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, state: State, episode_starts: torch.Tensor) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        episode_starts: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, State]:
+        """x [B, T, D], state from ``initial_state`` or a previous call, episode_starts [B, T] bool."""
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"memory input must be [batch, time, {self.d_model}], got shape {tuple(x.shape)}")
+        batch, steps = x.shape[:2]
+        if state is None:
+            state = self.initial_state(batch, x.device)
+        if episode_starts is None:
+            episode_starts = torch.zeros(batch, steps, dtype=torch.bool, device=x.device)
+        elif episode_starts.shape != (batch, steps):
+            raise ValueError(
+                f"episode_starts must be [batch, time] = {(batch, steps)}, got {tuple(episode_starts.shape)}"
+            )
+        return self._forward(x, state, episode_starts.to(device=x.device, dtype=torch.bool))
+
+    def _param_dtype(self) -> torch.dtype:
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    def _param_device(self, device: torch.device | str | None) -> torch.device:
+        if device is not None:
+            return torch.device(device)
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def diagnostics(self) -> dict[str, float]:
+        """Scalar summaries of the last forward pass (e.g. mean mixing gate, fast-weight norm)."""
+        return {}
