@@ -5,7 +5,7 @@ Build one with :func:`build_memory`; every module has ``initial_state(batch_size
 """
 
 from memory.base import Memory
-from memory.config import BLENDS, MEMORY_NAMES, MIXERS, MemoryConfig
+from memory.config import BLENDS, FW_RULES, MEMORY_NAMES, MIXERS, MemoryConfig
 from memory.registry import build_memory
 from memory.state import (
     State,
@@ -21,6 +21,7 @@ from memory.state import (
 
 __all__ = [
     "BLENDS",
+    "FW_RULES",
     "MEMORY_NAMES",
     "MIXERS",
     "Memory",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 MEMORY_NAMES = ("hqlt", "kv", "deltanet", "linear", "lstm", "gru", "none")
 BLENDS = ("synchronous", "delayed_stream", "delayed_chunk")
 MIXERS = ("sum", "scalar", "vector")
+FW_RULES = ("delta", "sum")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class MemoryConfig:
     """How input reaches the two systems: synchronous, delayed_stream or delayed_chunk."""
     mixer: str = "vector"
     """How the two outputs combine: sum, scalar (two sigmoid scalars per head) or vector (sigmoid gate)."""
+    fw_rule: str = "delta"
+    """Fast-weight update: delta (DeltaNet) or sum (linear attention, the paper's ablation); 'linear' always uses sum."""
     allow_neg_eigval: bool = True
     """beta = 2 * sigmoid(.) in (0, 2) instead of sigmoid(.) in (0, 1)."""
     rope: bool = True
@@ -58,6 +61,8 @@ class MemoryConfig:
             raise ValueError(f"memory config field 'blend'={self.blend!r} is unknown; allowed: {', '.join(BLENDS)}")
         if self.mixer not in MIXERS:
             raise ValueError(f"memory config field 'mixer'={self.mixer!r} is unknown; allowed: {', '.join(MIXERS)}")
+        if self.fw_rule not in FW_RULES:
+            raise ValueError(f"memory config field 'fw_rule'={self.fw_rule!r} is unknown; allowed: {', '.join(FW_RULES)}")
         for name in ("allow_neg_eigval", "rope", "carry_fw_across_episodes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"memory config field '{name}' must be true or false, got {getattr(self, name)!r}")

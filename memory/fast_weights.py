@@ -6,10 +6,12 @@ state W [B, H, Dv, Dk], resets [B, T] bool (W is zeroed *before* step t where re
 Delta rule:  W_t = W_{t-1} + beta_t (v_t - W_{t-1} k_t) k_t^T,   o_t = W_t q_t
 Sum rule:    W_t = W_{t-1} + v_t k_t^T,                             o_t = W_t q_t
 
-This file holds the plain step-by-step references; every faster form is tested against them.
+This file holds the plain step-by-step references and the chunk-parallel training forms tested against them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,3 +77,249 @@ def sum_rule_reference(
         o, state = sum_rule_step(q[:, t], k[:, t], v[:, t], state)
         outputs.append(o)
     return torch.stack(outputs, dim=1), state
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Chunk-parallel forms (training path). Everything below is tested against the step-by-step references above.
+#
+# Within a chunk of C steps starting from state S, with segment ids seg_t = #resets in [chunk start, t]:
+#   g_t = [seg_t == 0]                       (the chunk-start state S is still visible at t)
+#   M_tj = [seg_t == seg_j]                  (steps t and j are in the same episode segment)
+#   W_t = g_t S + sum_{j <= t, M_tj} u_j k_j^T
+# The delta rule's pseudo-values u_t = beta_t (v_t - W_{t-1} k_t) then satisfy the unit-lower-triangular system
+#   (I + tril(diag(beta) K K^T * M, -1)) U = diag(beta) (V - diag(g) K S^T)
+# (the "UT transform"), so U = u0 - w S^T with u0, w from one triangular solve per chunk, all chunks at once.
+# Only the chunk-start states are computed sequentially (N = ceil(T / C) small matmuls).
+# The sum rule is the special case u_t = v_t with no solve.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _ChunkMasks(NamedTuple):
+    """Reset masks per chunk, or None everywhere when there is no reset (fast path)."""
+
+    same: torch.Tensor | None  # (B, 1, N, C, C): M_tj = [seg_t == seg_j]
+    start_visible: torch.Tensor | None  # (B, 1, N, C, 1): g_t = [seg_t == 0]
+    to_end: torch.Tensor | None  # (B, 1, N, C, 1): [seg_j == seg_last], j contributes to the chunk-end state
+    keep_start: torch.Tensor | None  # (B, 1, N, 1, 1): g_last, the chunk-start state survives to the chunk end
+
+
+def _check_inputs(
+    name: str, k: torch.Tensor, v: torch.Tensor, initial_state: torch.Tensor, resets: torch.Tensor | None, chunk_size: int
+) -> None:
+    if k.dim() != 4 or v.dim() != 4 or k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"{name}: k must be [B, T, H, Dk] and v [B, T, H, Dv], got {tuple(k.shape)} and {tuple(v.shape)}")
+    batch, _, heads, d_k = k.shape
+    expected = (batch, heads, v.shape[-1], d_k)
+    if tuple(initial_state.shape) != expected:
+        raise ValueError(f"{name}: initial_state must be [B, H, Dv, Dk] = {expected}, got {tuple(initial_state.shape)}")
+    if resets is not None and tuple(resets.shape) != tuple(k.shape[:2]):
+        raise ValueError(f"{name}: resets must be [B, T] = {tuple(k.shape[:2])}, got {tuple(resets.shape)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"{name}: chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Zero-pad dim 1 (time) at the end by ``pad`` steps."""
+    if pad == 0:
+        return x
+    return torch.cat([x, x.new_zeros((x.shape[0], pad, *x.shape[2:]))], dim=1)
+
+
+def _to_chunks(x: torch.Tensor, n: int, c: int) -> torch.Tensor:
+    """[B, N*C, H, *D] -> [B, H, N, C, *D]."""
+    b, _, h = x.shape[:3]
+    return x.reshape(b, n, c, h, *x.shape[3:]).movedim(3, 1)  # (B, H, N, C, *D)
+
+
+def _from_chunks(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """[B, H, N, C, D] -> [B, T, H, D] (padding dropped)."""
+    b, h, n, c, d = x.shape
+    return x.movedim(1, 3).reshape(b, n * c, h, d)[:, :steps]  # (B, T, H, D)
+
+
+def _chunk_masks(resets: torch.Tensor | None, pad: int, n: int, c: int, dtype: torch.dtype) -> _ChunkMasks:
+    if resets is None or not bool(resets.any()):
+        return _ChunkMasks(None, None, None, None)
+    r = _pad_time(resets.to(torch.bool), pad).reshape(-1, n, c)  # (B, N, C); padded steps never reset
+    seg = torch.cumsum(r.to(torch.int64), dim=-1)  # (B, N, C)
+    same = (seg.unsqueeze(-1) == seg.unsqueeze(-2)).to(dtype).unsqueeze(1)  # (B, 1, N, C, C)
+    start_visible = (seg == 0).to(dtype)[:, None, :, :, None]  # (B, 1, N, C, 1)
+    to_end = (seg == seg[..., -1:]).to(dtype)[:, None, :, :, None]  # (B, 1, N, C, 1)
+    keep_start = (seg[..., -1] == 0).to(dtype)[:, None, :, None, None]  # (B, 1, N, 1, 1)
+    return _ChunkMasks(same, start_visible, to_end, keep_start)
+
+
+def _chunk_scan(
+    k: torch.Tensor,
+    u0: torch.Tensor,
+    w: torch.Tensor | None,
+    initial_state: torch.Tensor,
+    masks: _ChunkMasks,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sequential pass over chunks.
+
+    k [B, H, N, C, Dk], u0 [B, H, N, C, Dv], w [B, H, N, C, Dk] or None (then U = u0), initial_state [B, H, Dv, Dk].
+    Returns (U [B, H, N, C, Dv], chunk-start states [B, H, N, Dv, Dk], final state [B, H, Dv, Dk]).
+    """
+    k_end = k if masks.to_end is None else k * masks.to_end  # (B, H, N, C, Dk)
+    # unbind (not indexing in the loop): its backward stacks the chunk gradients instead of N full-size scatters.
+    u0s = u0.unbind(2)
+    ws = [None] * len(u0s) if w is None else w.unbind(2)
+    keeps = [None] * len(u0s) if masks.keep_start is None else masks.keep_start.unbind(2)
+    state = initial_state
+    starts, us = [], []
+    for u0_i, w_i, k_i, keep_i in zip(u0s, ws, k_end.unbind(2), keeps):
+        starts.append(state)
+        u = u0_i if w_i is None else u0_i - w_i @ state.transpose(-1, -2)  # (B, H, C, Dv)
+        us.append(u)
+        update = u.transpose(-1, -2) @ k_i  # (B, H, Dv, Dk)
+        state = state + update if keep_i is None else state * keep_i + update
+    return torch.stack(us, dim=2), torch.stack(starts, dim=2), state
+
+
+def _chunk_outputs(
+    q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, starts: torch.Tensor, masks: _ChunkMasks
+) -> torch.Tensor:
+    """o_t = g_t S q_t + sum_{j <= t, same segment} (q_t . k_j) u_j, for all chunks at once -> [B, H, N, C, Dv]."""
+    c = q.shape[-2]
+    causal = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()  # (C, C), diagonal included
+    scores = q @ k.transpose(-1, -2)  # (B, H, N, C, C)
+    inter = q @ starts.transpose(-1, -2)  # (B, H, N, C, Dv)
+    if masks.same is None:
+        scores = scores * causal
+    else:
+        scores = scores * (masks.same * causal)
+        inter = inter * masks.start_visible
+    return inter + scores @ u
+
+
+def _delta_rule_pseudo_values_chunks(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor,
+    resets: torch.Tensor | None,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, _ChunkMasks, int]:
+    """Shared core of the chunked delta rule.
+
+    Returns (k chunks [B, H, N, C, Dk], U [B, H, N, C, Dv], chunk-start states [B, H, N, Dv, Dk], final state, masks, pad).
+    """
+    steps = k.shape[1]
+    c = max(1, min(chunk_size, steps))
+    n = -(-steps // c)
+    pad = n * c - steps
+    masks = _chunk_masks(resets, pad, n, c, k.dtype)
+    # Padded steps have k = 0 and beta = 0: u = 0 there and the state passes through unchanged.
+    kc = _to_chunks(_pad_time(k, pad), n, c)  # (B, H, N, C, Dk)
+    vc = _to_chunks(_pad_time(v, pad), n, c)  # (B, H, N, C, Dv)
+    bc = _to_chunks(_pad_time(beta, pad), n, c).unsqueeze(-1)  # (B, H, N, C, 1)
+
+    strict = torch.ones(c, c, dtype=k.dtype, device=k.device).tril(-1)  # (C, C)
+    mask = strict if masks.same is None else masks.same * strict  # (C, C) or (B, 1, N, C, C)
+    gram = (kc @ kc.transpose(-1, -2)) * mask  # (B, H, N, C, C), strictly lower
+    # Unit lower triangular (the solve reads only the strict lower part when unitriangular=True).
+    lower = bc * gram  # (B, H, N, C, C)
+    k_start = kc if masks.start_visible is None else kc * masks.start_visible  # (B, H, N, C, Dk)
+    rhs = bc * torch.cat([vc, k_start], dim=-1)  # (B, H, N, C, Dv + Dk)
+    sol = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)  # (B, H, N, C, Dv + Dk)
+    d_v = v.shape[-1]
+    u0, w = sol[..., :d_v], sol[..., d_v:]
+    u, starts, final = _chunk_scan(kc, u0, w, initial_state, masks)
+    return kc, u, starts, final, masks, pad
+
+
+def delta_rule_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-parallel delta rule, equal to :func:`delta_rule_reference` (outputs, final state, gradients).
+
+    q, k [B, T, H, Dk] (phi-mapped), v [B, T, H, Dv], beta [B, T, H] (any value; (0, 2) in practice),
+    initial_state [B, H, Dv, Dk], resets [B, T] bool or None (state zeroed before step t).
+    Returns (o [B, T, H, Dv], final state [B, H, Dv, Dk]). Differentiable w.r.t. q, k, v, beta and initial_state.
+    """
+    _check_inputs("delta_rule_chunked", k, v, initial_state, resets, chunk_size)
+    if q.shape != k.shape or beta.shape != k.shape[:3]:
+        raise ValueError(
+            f"delta_rule_chunked: q must match k {tuple(k.shape)} and beta be [B, T, H] = {tuple(k.shape[:3])}, "
+            f"got q {tuple(q.shape)} and beta {tuple(beta.shape)}"
+        )
+    steps = k.shape[1]
+    if steps == 0:
+        return v.new_zeros(v.shape), initial_state
+    kc, u, starts, final, masks, pad = _delta_rule_pseudo_values_chunks(k, v, beta, initial_state, resets, chunk_size)
+    qc = _to_chunks(_pad_time(q, pad), kc.shape[2], kc.shape[3])  # (B, H, N, C, Dk)
+    return _from_chunks(_chunk_outputs(qc, kc, u, starts, masks), steps), final
+
+
+def delta_rule_pseudo_values(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> torch.Tensor:
+    """Pseudo-values u_t = beta_t (v_t - W_{t-1} k_t) of the delta rule (W_{t-1} after the reset at t, if any).
+
+    k [B, T, H, Dk], v [B, T, H, Dv], beta [B, T, H], initial_state [B, H, Dv, Dk], resets [B, T] bool or None
+    -> u [B, T, H, Dv]. Then W_t = [no reset in [0, t]] W_0 + sum_{j <= t, same episode segment} u_j k_j^T.
+    """
+    _check_inputs("delta_rule_pseudo_values", k, v, initial_state, resets, chunk_size)
+    if beta.shape != k.shape[:3]:
+        raise ValueError(f"delta_rule_pseudo_values: beta must be [B, T, H] = {tuple(k.shape[:3])}, got {tuple(beta.shape)}")
+    steps = k.shape[1]
+    if steps == 0:
+        return v.new_zeros(v.shape)
+    _, u, _, _, _, _ = _delta_rule_pseudo_values_chunks(k, v, beta, initial_state, resets, chunk_size)
+    return _from_chunks(u, steps)
+
+
+def delta_rule_pseudo_values_reference(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    initial_state: torch.Tensor,
+    resets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Step-by-step pseudo-values u_t = beta_t (v_t - W_{t-1} k_t); shapes as in :func:`delta_rule_pseudo_values`."""
+    state = initial_state
+    us = []
+    for t in range(k.shape[1]):
+        state = _apply_reset(state, resets, t)
+        u = beta[:, t].unsqueeze(-1) * (v[:, t] - torch.einsum("bhvk,bhk->bhv", state, k[:, t]))  # (B, H, Dv)
+        state = state + torch.einsum("bhv,bhk->bhvk", u, k[:, t])
+        us.append(u)
+    return torch.stack(us, dim=1)
+
+
+def sum_rule_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    initial_state: torch.Tensor,
+    resets: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk-parallel sum rule (linear attention), equal to :func:`sum_rule_reference`; shapes as there."""
+    _check_inputs("sum_rule_chunked", k, v, initial_state, resets, chunk_size)
+    if q.shape != k.shape:
+        raise ValueError(f"sum_rule_chunked: q must match k {tuple(k.shape)}, got {tuple(q.shape)}")
+    steps = k.shape[1]
+    if steps == 0:
+        return v.new_zeros(v.shape), initial_state
+    c = max(1, min(chunk_size, steps))
+    n = -(-steps // c)
+    pad = n * c - steps
+    masks = _chunk_masks(resets, pad, n, c, k.dtype)
+    qc = _to_chunks(_pad_time(q, pad), n, c)  # (B, H, N, C, Dk)
+    kc = _to_chunks(_pad_time(k, pad), n, c)  # (B, H, N, C, Dk)
+    vc = _to_chunks(_pad_time(v, pad), n, c)  # (B, H, N, C, Dv)
+    u, starts, final = _chunk_scan(kc, vc, None, initial_state, masks)
+    return _from_chunks(_chunk_outputs(qc, kc, u, starts, masks), steps), final

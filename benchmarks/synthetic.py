@@ -1,0 +1,210 @@
+"""The paper's synthetic algorithmic tasks (its Table 2), scaled to a CPU.
+
+Tasks (as defined by Deletang et al. 2023, "Neural Networks and the Chomsky Hierarchy", which the
+paper takes from Grazzi et al. 2025):
+- parity: a random bit string; the answer is the number of ones modulo 2;
+- modular arithmetic without brackets (mod 5): digits in {0..4} alternating with operators
+  {+, -, *}, e.g. ``1 + 2 * 3``; the answer is the value (usual precedence: * before + and -) mod 5.
+
+Models read one token per step; a linear head reads the memory's output at the last step.
+Train on lengths 3-40, test on lengths 40-256; accuracy is normalised so chance = 0 and perfect = 100.
+Windows: S = 8 (S = 16 for delayed-chunk, as in the paper).
+
+    python benchmarks/synthetic.py --quick          # a few minutes
+    python benchmarks/synthetic.py                  # the full table (about an hour)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memory import build_memory  # noqa: E402
+
+MODULUS = 5
+PLUS, MINUS, TIMES = MODULUS, MODULUS + 1, MODULUS + 2  # operator tokens follow the digits
+
+
+def parity_batch(rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bit strings [batch, length] and their parity [batch]."""
+    bits = rng.integers(0, 2, size=(batch, length))
+    return bits, bits.sum(axis=1) % 2
+
+
+def evaluate_expression(tokens: np.ndarray) -> int:
+    """Value mod 5 of ``d op d op d ...`` with * binding tighter than + and -."""
+    total, term, sign = 0, int(tokens[0]), 1
+    for op, digit in zip(tokens[1::2], tokens[2::2]):
+        if op == TIMES:
+            term = term * int(digit) % MODULUS
+        else:
+            total = (total + sign * term) % MODULUS
+            sign, term = (1 if op == PLUS else -1), int(digit)
+    return (total + sign * term) % MODULUS
+
+
+def modular_batch(rng: np.random.Generator, batch: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Expressions of odd length (even lengths are shortened by one) and their values mod 5."""
+    length = length if length % 2 == 1 else length - 1
+    tokens = np.empty((batch, length), dtype=np.int64)
+    tokens[:, ::2] = rng.integers(0, MODULUS, size=(batch, length // 2 + 1))
+    tokens[:, 1::2] = rng.integers(PLUS, TIMES + 1, size=(batch, length // 2))
+    return tokens, np.array([evaluate_expression(row) for row in tokens])
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    vocab: int
+    classes: int
+    sample: object
+
+
+TASKS = {
+    "parity": Task("parity", 2, 2, parity_batch),
+    "modular": Task("modular", MODULUS + 3, MODULUS, modular_batch),
+}
+
+
+# (label, memory name, memory fields)
+MODELS = [
+    ("KV-only (S=8)", "kv", dict(window=8)),
+    ("DeltaNet", "deltanet", dict()),
+    ("HQLT synchronous", "hqlt", dict(blend="synchronous", window=8)),
+    ("HQLT delayed-stream", "hqlt", dict(blend="delayed_stream", window=8)),
+    ("HQLT delayed-chunk (S=16)", "hqlt", dict(blend="delayed_chunk", window=16)),
+    ("Linear attention (sum rule)", "linear", dict()),
+    ("HQLT sync, sum-rule FW", "hqlt_sum", dict(blend="synchronous", window=8)),
+]
+
+
+class SequenceClassifier(nn.Module):
+    """Token embedding -> memory -> linear head on the last step."""
+
+    def __init__(self, task: Task, memory_name: str, d_model: int, n_layers: int, n_heads: int, **fields: object) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(task.vocab, d_model)
+        self.memory = build_memory(memory_name, d_model, n_layers=n_layers, n_heads=n_heads, **fields)
+        self.head = nn.Linear(d_model, task.classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        y, _ = self.memory(self.embed(tokens))  # (B, T, D)
+        return self.head(y[:, -1])  # (B, classes)
+
+
+def normalised(acc: float, classes: int) -> float:
+    chance = 1.0 / classes
+    return 100.0 * (acc - chance) / (1.0 - chance)
+
+
+def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Namespace, seed: int) -> dict:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    if memory_name == "hqlt_sum":  # HQLT with the sum rule in place of the delta rule
+        memory_name, fields = "hqlt", dict(fields, fw_rule="sum")
+    model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+    loss_fn = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        length = int(rng.integers(args.train_min, args.train_max + 1))
+        x, y = task.sample(rng, args.batch, length)
+        logits = model(torch.as_tensor(x))
+        loss = loss_fn(logits, torch.as_tensor(y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    train_time = time.perf_counter() - start
+
+    def accuracy(lengths: list[int]) -> float:
+        correct = total = 0
+        eval_rng = np.random.default_rng(10_000 + seed)
+        with torch.no_grad():
+            for length in lengths:
+                x, y = task.sample(eval_rng, args.eval_batch, length)
+                pred = model(torch.as_tensor(x)).argmax(-1).numpy()
+                correct += int((pred == y).sum())
+                total += len(y)
+        return correct / total
+
+    test_lengths = list(range(args.test_min, args.test_max + 1, args.test_stride))
+    train_acc = accuracy(list(range(args.train_min, args.train_max + 1, 4)))
+    test_acc = accuracy(test_lengths)
+    return {
+        "train_acc": normalised(train_acc, task.classes),
+        "test_acc": normalised(test_acc, task.classes),
+        "seconds": train_time,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short run: fewer steps, parity only, 1 seed")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS), help="tasks to run")
+    parser.add_argument("--models", nargs="+", default=None, help="labels (substrings) of the models to run")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (best test accuracy is reported, as in the paper)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--eval-batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--n-layers", type=int, default=2)
+    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--train-min", type=int, default=3)
+    parser.add_argument("--train-max", type=int, default=40)
+    parser.add_argument("--test-min", type=int, default=40)
+    parser.add_argument("--test-max", type=int, default=256)
+    parser.add_argument("--test-stride", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    tasks = args.tasks or (["parity"] if args.quick else ["parity", "modular"])
+    args.steps = args.steps or (300 if args.quick else 3000)
+    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.test_stride = args.test_stride or (36 if args.quick else 8)
+    models = [m for m in MODELS if not args.models or any(s.lower() in m[0].lower() for s in args.models)]
+
+    results: dict[str, dict[str, dict]] = {}
+    wall = time.perf_counter()
+    for task_name in tasks:
+        task = TASKS[task_name]
+        for label, name, fields in models:
+            runs = [train_and_test(task, name, fields, args, seed) for seed in range(args.seeds)]
+            best = max(runs, key=lambda r: r["test_acc"])
+            results.setdefault(label, {})[task_name] = {"best": best, "runs": runs}
+            print(f"{task_name:8s} {label:30s} train {best['train_acc']:6.1f}  test {best['test_acc']:6.1f}  "
+                  f"({sum(r['seconds'] for r in runs):.0f}s)", flush=True)
+    wall = time.perf_counter() - wall
+
+    print(f"\nNormalised accuracy (chance = 0, perfect = 100) on test lengths {args.test_min}-{args.test_max}, "
+          f"trained on {args.train_min}-{args.train_max}; best of {args.seeds} seed(s), {args.steps} steps each")
+    header = f"| {'model':30s} | " + " | ".join(f"{t:>8s}" for t in tasks) + " |"
+    print(header)
+    print("|" + "-" * 32 + "|" + "|".join("-" * 10 for _ in tasks) + "|")
+    for label, _, _ in models:
+        cells = " | ".join(f"{results[label][t]['best']['test_acc']:8.1f}" for t in tasks)
+        print(f"| {label:30s} | {cells} |")
+    print(f"\nwall time {wall / 60:.1f} min, torch threads {args.threads}")
+    out = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "wall_seconds": wall}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""Hybrid Quadratic-Linear Transformer layer: a KV window and delta-rule fast weights on shared q, k, v.
+
+One layer serves every transformer-style memory of the registry (``kind``):
+
+- ``"hqlt"``: KV branch + FW branch (delta rule; sum rule with ``fw_rule="sum"``), combined by a blend and a mixer;
+- ``"kv"``: KV branch only (sliding-window transformer);
+- ``"deltanet"``: FW branch only, delta rule;
+- ``"linear"``: FW branch only, sum rule (linear attention).
+
+Blends (how input reaches the two systems; positions p count from the episode start):
+
+- ``synchronous``: pair t is written to both at step t; o_fw = W_t phi(q_t).
+- ``delayed_stream``: FW receives the pair (k_{t-S}, v_{t-S}, beta_{t-S}) that just left the window
+  (none while p < S), so the two systems hold disjoint parts of the past.
+- ``delayed_chunk``: chunks of S steps from the episode start; KV attends within the current chunk;
+  o_fw is read with the FW state at the current chunk's start; at a chunk boundary FW absorbs the
+  finished chunk. Pairs of a chunk that an episode start cuts short are dropped.
+
+Mixers: ``sum`` (o_fw + o_kv), ``scalar`` (a * o_fw + b * o_kv, two sigmoid scalars per head from x),
+``vector`` (g * o_fw + (1 - g) * o_kv with g = sigmoid(W_g x) in R^{Dv} per head).
+
+Forms: a call with T == 1 takes the one-step path (ring-buffer KV, one delta-rule step; O(S + d^2) per
+step); a call with T > 1 takes the parallel path (masked window attention, chunk-parallel delta rule).
+Both are tested against each other and against a plain per-episode reference in ``tests/test_hqlt.py``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from memory import fast_weights as fw
+from memory.config import MemoryConfig
+from memory.kv import KVState, WindowAttention, last_window, order_ring, read_slot, step_positions, write_slot
+
+KINDS = ("hqlt", "kv", "deltanet", "linear")
+
+
+class FWState(NamedTuple):
+    """FW-only layer (deltanet / linear)."""
+
+    fw: torch.Tensor  # (B, H, Dv, Dk)
+
+
+class KVOnlyState(NamedTuple):
+    kv: KVState
+
+
+class SyncState(NamedTuple):
+    """HQLT, synchronous blend."""
+
+    kv: KVState
+    fw: torch.Tensor  # (B, H, Dv, Dk)
+
+
+class StreamState(NamedTuple):
+    """HQLT, delayed-streaming blend: the cache also keeps each pair's beta for when it enters FW."""
+
+    kv: KVState
+    fw: torch.Tensor  # (B, H, Dv, Dk)
+    betas: torch.Tensor  # (B, H, S) ring, aligned with kv.keys
+
+
+class ChunkState(NamedTuple):
+    """HQLT, delayed-chunk blend: ``fw`` absorbs every pair at once, ``fw_read`` is the state at the chunk start."""
+
+    kv: KVState
+    fw: torch.Tensor  # (B, H, Dv, Dk), includes the current chunk's pairs (pending)
+    fw_read: torch.Tensor  # (B, H, Dv, Dk), what the current chunk reads
+
+
+LayerState = FWState | KVOnlyState | SyncState | StreamState | ChunkState
+
+
+class Projection(NamedTuple):
+    q: torch.Tensor  # (B, T, H, D)
+    k: torch.Tensor  # (B, T, H, D)
+    v: torch.Tensor  # (B, T, H, D)
+    beta: torch.Tensor | None  # (B, T, H), delta rule only
+    gate: torch.Tensor | None  # (B, T, H, D) vector mixer, (B, T, H, 2) scalar mixer
+
+
+# --- fast-weight kernels: chunk-parallel when memory.fast_weights provides them, else the references ---
+
+
+def _delta_rule(q, k, v, beta, state, resets, chunk_size):
+    fn = getattr(fw, "delta_rule_chunked", None)
+    if fn is None:
+        return fw.delta_rule_reference(q, k, v, beta, state, resets)
+    return fn(q, k, v, beta, state, resets=resets, chunk_size=chunk_size)
+
+
+def _sum_rule(q, k, v, state, resets, chunk_size):
+    fn = getattr(fw, "sum_rule_chunked", None)
+    if fn is None:
+        return fw.sum_rule_reference(q, k, v, state, resets)
+    return fn(q, k, v, state, resets=resets, chunk_size=chunk_size)
+
+
+def _pseudo_values(k, v, beta, state, resets, chunk_size):
+    """u_t = beta_t (v_t - W_{t-1} k_t), W after any reset at t. k [B, T, H, Dk] -> u [B, T, H, Dv]."""
+    fn = getattr(fw, "delta_rule_pseudo_values", None)
+    if fn is not None:
+        return fn(k, v, beta, state, resets=resets, chunk_size=chunk_size)
+    us = []
+    for t in range(k.shape[1]):
+        if resets is not None:
+            state = state * (~resets[:, t]).to(state.dtype).view(-1, 1, 1, 1)
+        u = beta[:, t].unsqueeze(-1) * (v[:, t] - torch.einsum("bhvk,bhk->bhv", state, k[:, t]))  # (B, H, Dv)
+        state = state + torch.einsum("bhv,bhk->bhvk", u, k[:, t])
+        us.append(u)
+    return torch.stack(us, dim=1)
+
+
+def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B] bool -> broadcastable against ``like`` [B, ...]."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+class HQLTLayer(nn.Module):
+    """The memory part of one block: x [B, T, D] -> per-head outputs o [B, T, H, Dh], new state."""
+
+    def __init__(self, config: MemoryConfig, kind: str = "hqlt") -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"HQLT layer field 'kind'={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+        self.config = config
+        self.kind = kind
+        self.n_heads, self.d_head, self.window = config.n_heads, config.d_head, config.window
+        self.has_kv = kind in ("hqlt", "kv")
+        self.has_fw = kind != "kv"
+        self.rule = "sum" if kind == "linear" else (config.fw_rule if kind == "hqlt" else "delta")
+        self.blend = config.blend if kind == "hqlt" else "synchronous"
+        self.mixer = config.mixer if kind == "hqlt" else None
+        self.carry = config.carry_fw_across_episodes
+        if self.has_kv and config.rope and self.d_head % 2 != 0:
+            raise ValueError(
+                f"memory config field 'rope'=True needs an even d_head, got d_head = d_model / n_heads = {self.d_head}; "
+                "set rope=False or choose n_heads so that d_model / n_heads is even"
+            )
+        d = config.d_model
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        n_beta = self.n_heads if (self.has_fw and self.rule == "delta") else 0
+        n_gate = {None: 0, "sum": 0, "scalar": 2 * self.n_heads, "vector": d}[self.mixer]
+        self.n_beta, self.n_gate = n_beta, n_gate
+        self.aux = nn.Linear(d, n_beta + n_gate, bias=True) if n_beta + n_gate > 0 else None
+        if self.has_kv:
+            self.attn = WindowAttention(
+                self.d_head, self.window, rope=config.rope, rope_base=config.rope_base, chunked=self.blend == "delayed_chunk"
+            )
+        self.beta_scale = 2.0 if config.allow_neg_eigval else 1.0
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    # --- pieces shared by every path (and by the test reference) ---
+
+    def project(self, x: torch.Tensor) -> Projection:
+        """x [B, T, D] -> q, k, v [B, T, H, Dh], beta [B, T, H] (or None), gate (or None)."""
+        b, t, _ = x.shape
+        h, dh = self.n_heads, self.d_head
+        q, k, v = self.qkv(x).view(b, t, 3, h, dh).unbind(dim=2)  # each (B, T, H, Dh)
+        beta = gate = None
+        if self.aux is not None:
+            aux = self.aux(x)  # (B, T, n_beta + n_gate)
+            if self.n_beta:
+                beta = self.beta_scale * torch.sigmoid(aux[..., : self.n_beta])  # (B, T, H)
+            if self.mixer == "vector":
+                gate = torch.sigmoid(aux[..., self.n_beta :]).view(b, t, h, dh)  # (B, T, H, Dh)
+            elif self.mixer == "scalar":
+                gate = torch.sigmoid(aux[..., self.n_beta :]).view(b, t, h, 2)  # (B, T, H, 2)
+        return Projection(q, k, v, beta, gate)
+
+    def mix(self, o_fw: torch.Tensor | None, o_kv: torch.Tensor | None, gate: torch.Tensor | None) -> torch.Tensor:
+        """Combine the branch outputs [B, T, H, Dh]; a single branch passes through."""
+        if o_kv is None:
+            return o_fw
+        if o_fw is None:
+            return o_kv
+        if self.mixer == "sum":
+            return o_fw + o_kv
+        if self.mixer == "scalar":
+            return gate[..., :1] * o_fw + gate[..., 1:] * o_kv
+        return gate * o_fw + (1.0 - gate) * o_kv
+
+    def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
+        h, dh = self.n_heads, self.d_head
+        w = torch.zeros(batch_size, h, dh, dh, device=device, dtype=dtype)
+        if not self.has_kv:
+            return FWState(w)
+        kv = self.attn.initial_state(batch_size, h, dh, device, dtype)
+        if not self.has_fw:
+            return KVOnlyState(kv)
+        if self.blend == "synchronous":
+            return SyncState(kv, w)
+        if self.blend == "delayed_stream":
+            return StreamState(kv, w, torch.zeros(batch_size, h, self.window, device=device, dtype=dtype))
+        return ChunkState(kv, w, w.clone())
+
+    def forward(self, x: torch.Tensor, state: LayerState, episode_starts: torch.Tensor) -> tuple[torch.Tensor, LayerState]:
+        """x [B, T, D], episode_starts [B, T] bool -> (o [B, T, H, Dh], new state)."""
+        proj = self.project(x)
+        o_fw, o_kv, state = self.branches(proj, state, episode_starts)
+        o = self.mix(o_fw, o_kv, proj.gate)
+        self._record(proj, state)
+        return o, state
+
+    def branches(
+        self, proj: Projection, state: LayerState, episode_starts: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, LayerState]:
+        """Branch outputs (o_fw, o_kv), each [B, T, H, Dh] or None, and the new state."""
+        if proj.q.shape[1] == 1:
+            o_fw, o_kv, state = self._step(proj, state, episode_starts[:, 0])
+            return (None if o_fw is None else o_fw.unsqueeze(1)), (None if o_kv is None else o_kv.unsqueeze(1)), state
+        return self._parallel(proj, state, episode_starts)
+
+    def _record(self, proj: Projection, state: LayerState) -> None:
+        """Keep detached references; the reductions run only when ``diagnostics`` asks."""
+        self.last_stats = {
+            name: t.detach()
+            for name, t in (("gate", proj.gate), ("beta", proj.beta), ("fw", state.fw if self.has_fw else None))
+            if t is not None
+        }
+
+    def diagnostics(self) -> dict[str, float]:
+        """gate_mean, beta_mean, fw_norm (mean Frobenius norm of the fast weights) of the last forward."""
+        out = {}
+        if "gate" in self.last_stats:
+            out["gate_mean"] = float(self.last_stats["gate"].mean())
+        if "beta" in self.last_stats:
+            out["beta_mean"] = float(self.last_stats["beta"].mean())
+        if "fw" in self.last_stats:
+            out["fw_norm"] = float(torch.linalg.matrix_norm(self.last_stats["fw"]).mean())
+        return out
+
+    # --- fast-weight writes; ``strength`` is beta for the delta rule and a 0/1 mask (or None) for the sum rule ---
+
+    def _write_step(self, phi_q, phi_k, v, strength, w):
+        """One write then read: phi_q, phi_k, v [B, H, D], strength [B, H] or None, w [B, H, Dv, Dk]."""
+        if self.rule == "sum":
+            return fw.sum_rule_step(phi_q, phi_k, v if strength is None else v * strength.unsqueeze(-1), w)
+        return fw.delta_rule_step(phi_q, phi_k, v, strength, w)
+
+    def _write_parallel(self, phi_q, phi_k, v, strength, w, resets):
+        """T writes and reads: phi_q, phi_k, v [B, T, H, D], strength [B, T, H] or None -> (o [B, T, H, Dv], w)."""
+        cs = self.config.chunk_size
+        if self.rule == "sum":
+            return _sum_rule(phi_q, phi_k, v if strength is None else v * strength.unsqueeze(-1), w, resets, cs)
+        return _delta_rule(phi_q, phi_k, v, strength, w, resets, cs)
+
+    # --- one step: O(S) KV ring buffer, one fast-weight step ---
+
+    def _step(self, proj: Projection, state: LayerState, start: torch.Tensor):
+        q, k, v = proj.q[:, 0], proj.k[:, 0], proj.v[:, 0]  # each (B, H, Dh)
+        beta = None if proj.beta is None else proj.beta[:, 0]  # (B, H)
+        o_fw = o_kv = None
+        if not self.has_kv:  # FW only
+            w = state.fw if self.carry else state.fw.masked_fill(_bmask(start, state.fw), 0.0)
+            o_fw, w = self._write_step(fw.phi(q), fw.phi(k), v, beta, w)
+            return o_fw, None, FWState(w)
+
+        if not self.has_fw:  # KV only
+            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            return None, o_kv, KVOnlyState(kv)
+
+        s = self.window
+        p = torch.where(start, torch.zeros_like(state.kv.position), state.kv.position)  # (B,)
+        w = state.fw if self.carry else state.fw.masked_fill(_bmask(start, state.fw), 0.0)
+        phi_q = fw.phi(q)
+        if self.blend == "synchronous":
+            o_fw, w = self._write_step(phi_q, fw.phi(k), v, beta, w)
+            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            return o_fw, o_kv, SyncState(kv, w)
+
+        if self.blend == "delayed_stream":
+            slot = torch.remainder(p, s)
+            k_old, v_old = read_slot(state.kv.keys, slot), read_slot(state.kv.values, slot)  # (B, H, Dh): pair at p - S
+            beta_old = read_slot(state.betas, slot) * (p >= s).to(q.dtype).unsqueeze(1)  # (B, H): 0 when no pair left
+            o_fw, w = self._write_step(phi_q, fw.phi(k_old), v_old, beta_old, w)
+            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            strength = beta if beta is not None else torch.ones_like(q[..., 0])  # (B, H)
+            betas = write_slot(state.betas.masked_fill(start.view(-1, 1, 1), 0.0), slot, strength)  # (B, H, S)
+            return o_fw, o_kv, StreamState(kv, w, betas)
+
+        # delayed_chunk: at an episode start the pending pairs are dropped (w reverts to the chunk-start state
+        # when carried); at a chunk boundary the read state catches up with everything absorbed so far.
+        if self.carry:
+            w = torch.where(_bmask(start, w), state.fw_read, state.fw)
+            w_read = state.fw_read
+        else:
+            w_read = state.fw_read.masked_fill(_bmask(start, w), 0.0)
+        w_read = torch.where(_bmask(torch.remainder(p, s) == 0, w), w, w_read)
+        o_fw = torch.einsum("bhvk,bhk->bhv", w_read, phi_q)
+        _, w = self._write_step(phi_q, fw.phi(k), v, beta, w)
+        o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+        return o_fw, o_kv, ChunkState(kv, w, w_read)
+
+    # --- T steps in parallel: masked window attention, chunk-parallel fast weights ---
+
+    def _parallel(self, proj: Projection, state: LayerState, starts: torch.Tensor):
+        resets = None if self.carry else starts
+        phi_q = fw.phi(proj.q)  # (B, T, H, Dh)
+        if not self.has_kv:
+            o_fw, w = self._write_parallel(phi_q, fw.phi(proj.k), proj.v, proj.beta, state.fw, resets)
+            return o_fw, None, FWState(w)
+
+        kv_state = state.kv
+        pos, seg = step_positions(starts, kv_state.position)  # (B, T) each
+        qh, kh, vh = (t.transpose(1, 2) for t in (proj.q, proj.k, proj.v))  # (B, H, T, Dh)
+        o_kv, kv, (ctx_k, ctx_v) = self.attn.parallel(qh, kh, vh, kv_state, pos, seg)
+        o_kv = o_kv.transpose(1, 2)  # (B, T, H, Dh)
+        if not self.has_fw:
+            return None, o_kv, KVOnlyState(kv)
+
+        s, steps = self.window, proj.q.shape[1]
+        if self.blend == "synchronous":
+            o_fw, w = self._write_parallel(phi_q, fw.phi(proj.k), proj.v, proj.beta, state.fw, resets)
+            return o_fw, o_kv, SyncState(kv, w)
+
+        if self.blend == "delayed_stream":
+            # FW at step t receives the context entry t (position p_t - S of the same episode) when p_t >= S.
+            strength = proj.beta if proj.beta is not None else torch.ones_like(proj.q[..., 0])  # (B, T, H)
+            ctx_b = torch.cat((order_ring(state.betas, kv_state.position), strength.transpose(1, 2)), dim=2)  # (B, H, S+T)
+            k_in = ctx_k[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
+            v_in = ctx_v[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
+            b_in = ctx_b[:, :, :steps].transpose(1, 2) * (pos >= s).to(v_in.dtype).unsqueeze(-1)  # (B, T, H)
+            o_fw, w = self._write_parallel(phi_q, fw.phi(k_in), v_in, b_in, state.fw, resets)
+            betas = last_window(ctx_b, kv.position, s)  # (B, H, S)
+            return o_fw, o_kv, StreamState(kv, w, betas)
+
+        o_fw, w, w_read = self._parallel_chunk(proj, state, starts, pos, seg, phi_q, resets)
+        return o_fw, o_kv, ChunkState(kv, w, w_read)
+
+    def _parallel_chunk(self, proj, state, starts, pos, seg, phi_q, resets):
+        """Delayed-chunk FW branch for T steps via pseudo values u_t = beta_t (v_t - W_{t-1} k_t).
+
+        With W the state that absorbs every kept pair at once, W_j = [W0 if no reset in 0..j] +
+        sum_{s <= j, same segment} u_s k_s^T, and step t reads W at its chunk start minus one.
+        """
+        s, steps = self.window, proj.q.shape[1]
+        dev = pos.device
+        t = torch.arange(steps, device=dev)
+        phi_k = fw.phi(proj.k)  # (B, T, H, Dh)
+        boundary = torch.remainder(pos, s) == 0  # (B, T)
+        chunk_start = t - torch.remainder(pos, s)  # (B, T), < 0: the chunk began before this call
+        before = chunk_start < 0
+        # A pair is dropped when the next chunk boundary after it is an episode start.
+        idx = torch.where(boundary, t, steps)  # (B, T)
+        first_from = idx.flip(1).cummin(dim=1).values.flip(1)  # (B, T): first boundary at or after t
+        next_b = torch.cat((first_from[:, 1:], torch.full_like(first_from[:, :1], steps)), dim=1)
+        dropped = (next_b < steps) & starts.gather(1, next_b.clamp(max=steps - 1))
+        keep = (~dropped).to(proj.v.dtype).unsqueeze(-1)  # (B, T, 1)
+        first_b = first_from[:, 0]  # (B,)
+        revert = (first_b < steps) & starts.gather(1, first_b.clamp(max=steps - 1).unsqueeze(1)).squeeze(1)
+        if self.carry:
+            w0 = torch.where(_bmask(revert, state.fw), state.fw_read, state.fw)
+        else:
+            w0 = state.fw
+        if self.rule == "sum":  # the sum rule writes v_t itself
+            u = proj.v * keep.unsqueeze(-1)  # (B, T, H, Dh)
+        else:
+            u = _pseudo_values(phi_k, proj.v, proj.beta * keep, w0, resets, self.config.chunk_size)  # (B, T, H, Dh)
+        same = (
+            torch.ones(seg.shape[0], steps, steps, dtype=torch.bool, device=dev)
+            if self.carry
+            else (seg.unsqueeze(2) == seg.unsqueeze(1))
+        )  # (B, T, T)
+        reads = (t.view(1, 1, steps) < chunk_start.unsqueeze(2)) & same  # (B, T, T): s < chunk_start(t)
+        init = torch.ones_like(seg, dtype=torch.bool) if self.carry else seg == 0  # (B, T): W0 still counts
+        scores = torch.einsum("bthk,bshk->bhts", phi_q, phi_k) * reads.unsqueeze(1).to(phi_q.dtype)  # (B, H, T, T)
+        o = torch.einsum("bhts,bshv->bthv", scores, u)
+        o = o + init.unsqueeze(-1).unsqueeze(-1).to(o.dtype) * torch.einsum("bhvk,bthk->bthv", w0, phi_q)
+        o_before = torch.einsum("bhvk,bthk->bthv", state.fw_read, phi_q)
+        o = torch.where(before.view(*before.shape, 1, 1), o_before, o)  # (B, T, H, Dh)
+        # Final states.
+        last_same = same[:, -1].to(u.dtype)  # (B, T)
+        init_last = init[:, -1].to(u.dtype).view(-1, 1, 1, 1)
+        w_end = init_last * w0 + torch.einsum("bs,bshv,bshk->bhvk", last_same, u, phi_k)
+        w_read = init_last * w0 + torch.einsum("bs,bshv,bshk->bhvk", reads[:, -1].to(u.dtype), u, phi_k)
+        w_read = torch.where(_bmask(before[:, -1], w_read), state.fw_read, w_read)
+        return o, w_end, w_read
