@@ -50,9 +50,11 @@ class MemoryBlock(nn.Module):
         self.norm2 = nn.RMSNorm(d, eps=config.norm_eps)
         self.mlp = SwiGLU(d, config.d_ff)
 
-    def forward(self, x: torch.Tensor, state: LayerState, episode_starts: torch.Tensor) -> tuple[torch.Tensor, LayerState]:
-        """x [B, T, D] -> (y [B, T, D], new layer state)."""
-        o, state = self.layer(self.norm1(x), state, episode_starts)  # (B, T, H, Dh)
+    def forward(
+        self, x: torch.Tensor, state: LayerState, episode_starts: torch.Tensor, shared: dict | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        """x [B, T, D] -> (y [B, T, D], new layer state). ``shared``: see :meth:`HQLTLayer.forward`."""
+        o, state = self.layer(self.norm1(x), state, episode_starts, shared)  # (B, T, H, Dh)
         x = x + self.out(self.head_norm(o).flatten(2))  # (B, T, D)
         return x + self.mlp(self.norm2(x)), state
 
@@ -91,8 +93,9 @@ class MemoryStack(Memory):
                 "get one from initial_state(batch_size) or a previous forward"
             )
         new_layers = []
+        shared: dict = {}  # position-only tensors, built by the first layer that needs them
         for block, layer_state in zip(self.blocks, state.layers):
-            x, layer_state = block(x, layer_state, episode_starts)
+            x, layer_state = block(x, layer_state, episode_starts, shared)
             new_layers.append(layer_state)
         return self.norm(x), StackState(tuple(new_layers))
 

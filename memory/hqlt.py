@@ -33,7 +33,7 @@ from torch import nn
 
 from memory import fast_weights as fw
 from memory.config import MemoryConfig
-from memory.kv import KVState, WindowAttention, last_window, order_ring, read_slot, step_positions, write_slot
+from memory.kv import KVState, StepContext, WindowAttention, WindowContext, last_window, order_ring, read_slot, write_slot
 
 KINDS = ("hqlt", "kv", "deltanet", "linear")
 
@@ -56,11 +56,12 @@ class SyncState(NamedTuple):
 
 
 class StreamState(NamedTuple):
-    """HQLT, delayed-streaming blend: the cache also keeps each pair's beta for when it enters FW."""
+    """HQLT, delayed-streaming blend: the cache also keeps each pair's FW key and beta for when it enters FW."""
 
     kv: KVState
     fw: torch.Tensor  # (B, H, Dv, Dk)
     betas: torch.Tensor  # (B, H, S) ring, aligned with kv.keys
+    fw_keys: torch.Tensor  # (B, H, S, Dk) ring of phi(k) (raw keys, feature-mapped), aligned with kv.keys
 
 
 class ChunkState(NamedTuple):
@@ -80,6 +81,7 @@ class Projection(NamedTuple):
     v: torch.Tensor  # (B, T, H, D)
     beta: torch.Tensor | None  # (B, T, H), delta rule only
     gate: torch.Tensor | None  # (B, T, H, D) vector mixer, (B, T, H, 2) scalar mixer
+    qk: torch.Tensor  # (B, T, 2, H, D): q and k side by side (a view; one op treats both)
 
 
 # --- fast-weight kernels: chunk-parallel when memory.fast_weights provides them, else the references ---
@@ -159,17 +161,19 @@ class HQLTLayer(nn.Module):
         """x [B, T, D] -> q, k, v [B, T, H, Dh], beta [B, T, H] (or None), gate (or None)."""
         b, t, _ = x.shape
         h, dh = self.n_heads, self.d_head
-        q, k, v = self.qkv(x).view(b, t, 3, h, dh).unbind(dim=2)  # each (B, T, H, Dh)
+        qkv = self.qkv(x).view(b, t, 3, h, dh)  # (B, T, 3, H, Dh)
+        aux = None if self.aux is None else torch.sigmoid(self.aux(x))  # (B, T, n_beta + n_gate)
+        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, Dh)
         beta = gate = None
-        if self.aux is not None:
-            aux = self.aux(x)  # (B, T, n_beta + n_gate)
+        if aux is not None:
             if self.n_beta:
-                beta = self.beta_scale * torch.sigmoid(aux[..., : self.n_beta])  # (B, T, H)
+                beta = aux[..., : self.n_beta]  # (B, T, H)
+                beta = beta * self.beta_scale if self.beta_scale != 1.0 else beta
             if self.mixer == "vector":
-                gate = torch.sigmoid(aux[..., self.n_beta :]).view(b, t, h, dh)  # (B, T, H, Dh)
+                gate = aux[..., self.n_beta :].view(b, t, h, dh)  # (B, T, H, Dh)
             elif self.mixer == "scalar":
-                gate = torch.sigmoid(aux[..., self.n_beta :]).view(b, t, h, 2)  # (B, T, H, 2)
-        return Projection(q, k, v, beta, gate)
+                gate = aux[..., self.n_beta :].view(b, t, h, 2)  # (B, T, H, 2)
+        return Projection(q, k, v, beta, gate, qkv[:, :, :2])
 
     def mix(self, o_fw: torch.Tensor | None, o_kv: torch.Tensor | None, gate: torch.Tensor | None) -> torch.Tensor:
         """Combine the branch outputs [B, T, H, Dh]; a single branch passes through."""
@@ -181,7 +185,7 @@ class HQLTLayer(nn.Module):
             return o_fw + o_kv
         if self.mixer == "scalar":
             return gate[..., :1] * o_fw + gate[..., 1:] * o_kv
-        return gate * o_fw + (1.0 - gate) * o_kv
+        return torch.lerp(o_kv, o_fw, gate)  # g * o_fw + (1 - g) * o_kv in one op
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
         h, dh = self.n_heads, self.d_head
@@ -194,25 +198,42 @@ class HQLTLayer(nn.Module):
         if self.blend == "synchronous":
             return SyncState(kv, w)
         if self.blend == "delayed_stream":
-            return StreamState(kv, w, torch.zeros(batch_size, h, self.window, device=device, dtype=dtype))
+            betas = torch.zeros(batch_size, h, self.window, device=device, dtype=dtype)
+            return StreamState(kv, w, betas, torch.zeros_like(kv.keys))
         return ChunkState(kv, w, w.clone())
 
-    def forward(self, x: torch.Tensor, state: LayerState, episode_starts: torch.Tensor) -> tuple[torch.Tensor, LayerState]:
-        """x [B, T, D], episode_starts [B, T] bool -> (o [B, T, H, Dh], new state)."""
+    def forward(
+        self, x: torch.Tensor, state: LayerState, episode_starts: torch.Tensor, shared: dict | None = None
+    ) -> tuple[torch.Tensor, LayerState]:
+        """x [B, T, D], episode_starts [B, T] bool -> (o [B, T, H, Dh], new state).
+
+        ``shared``: a dict that the layers of one stack call pass along, so that position-only tensors (positions,
+        rotary tables, attention masks) are built by the first layer and reused by the others.
+        """
         proj = self.project(x)
-        o_fw, o_kv, state = self.branches(proj, state, episode_starts)
+        o_fw, o_kv, state = self.branches(proj, state, episode_starts, shared)
         o = self.mix(o_fw, o_kv, proj.gate)
         self._record(proj, state)
         return o, state
 
     def branches(
-        self, proj: Projection, state: LayerState, episode_starts: torch.Tensor
+        self, proj: Projection, state: LayerState, episode_starts: torch.Tensor, shared: dict | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, LayerState]:
         """Branch outputs (o_fw, o_kv), each [B, T, H, Dh] or None, and the new state."""
         if proj.q.shape[1] == 1:
-            o_fw, o_kv, state = self._step(proj, state, episode_starts[:, 0])
+            o_fw, o_kv, state = self._step(proj, state, episode_starts[:, 0], shared)
             return (None if o_fw is None else o_fw.unsqueeze(1)), (None if o_kv is None else o_kv.unsqueeze(1)), state
-        return self._parallel(proj, state, episode_starts)
+        return self._parallel(proj, state, episode_starts, shared)
+
+    def _shared(self, shared: dict | None, name: str, build):
+        """Build position-only tensors once per stack call: every layer of a stack sees the same episode starts and
+        has the same window and rotary settings, so their KV positions (and all that derives from them) agree."""
+        if shared is None:
+            return build()
+        key = (name, self.window, self.attn.rotary is not None, self.config.rope_base, self.attn.chunked)
+        if key not in shared:
+            shared[key] = build()
+        return shared[key]
 
     def _record(self, proj: Projection, state: LayerState) -> None:
         """Keep detached references; the reductions run only when ``diagnostics`` asks."""
@@ -235,11 +256,22 @@ class HQLTLayer(nn.Module):
 
     # --- fast-weight writes; ``strength`` is beta for the delta rule and a 0/1 mask (or None) for the sum rule ---
 
-    def _write_step(self, phi_q, phi_k, v, strength, w):
-        """One write then read: phi_q, phi_k, v [B, H, D], strength [B, H] or None, w [B, H, Dv, Dk]."""
+    def _write_step(self, phi_qk, v, strength, w):
+        """One write then read. phi_qk [B, 2, H, Dk] (phi of the query, then of the key written), v [B, H, Dv],
+        strength [B, H] or None, w [B, H, Dv, Dk] -> (o [B, H, Dv], new w).
+
+        Same arithmetic as ``fast_weights.delta_rule_step`` with one batched mat-vec instead of two:
+        W_{t-1} [q, k] at once, then W_t q = W_{t-1} q + u (k . q) with u the value written.
+        """
+        reads = w @ phi_qk.permute(0, 2, 3, 1)  # (B, H, Dv, 2): W_{t-1} q, W_{t-1} k
+        w_q, w_k = reads.unbind(-1)  # (B, H, Dv) each
+        phi_q, phi_k = phi_qk.unbind(1)  # (B, H, Dk) each
         if self.rule == "sum":
-            return fw.sum_rule_step(phi_q, phi_k, v if strength is None else v * strength.unsqueeze(-1), w)
-        return fw.delta_rule_step(phi_q, phi_k, v, strength, w)
+            u = v if strength is None else v * strength.unsqueeze(-1)  # (B, H, Dv)
+        else:
+            u = strength.unsqueeze(-1) * (v - w_k)  # (B, H, Dv)
+        o = torch.addcmul(w_q, u, torch.linalg.vecdot(phi_k, phi_q).unsqueeze(-1))  # (B, H, Dv)
+        return o, torch.addcmul(w, u.unsqueeze(-1), phi_k.unsqueeze(-2))  # (B, H, Dv, Dk)
 
     def _write_parallel(self, phi_q, phi_k, v, strength, w, resets):
         """T writes and reads: phi_q, phi_k, v [B, T, H, D], strength [B, T, H] or None -> (o [B, T, H, Dv], w)."""
@@ -250,88 +282,100 @@ class HQLTLayer(nn.Module):
 
     # --- one step: O(S) KV ring buffer, one fast-weight step ---
 
-    def _step(self, proj: Projection, state: LayerState, start: torch.Tensor):
-        q, k, v = proj.q[:, 0], proj.k[:, 0], proj.v[:, 0]  # each (B, H, Dh)
+    def _step(self, proj: Projection, state: LayerState, start: torch.Tensor, shared: dict | None = None):
+        """One step; every per-env choice is an arithmetic mask or a scatter (broadcast ``where``s are slow on CPU)."""
+        qk, v = proj.qk[:, 0], proj.v[:, 0]  # (B, 2, H, Dh), (B, H, Dh)
         beta = None if proj.beta is None else proj.beta[:, 0]  # (B, H)
+        ctx: StepContext | None = None
+        if self.has_kv:
+            ctx = self._shared(shared, "step", lambda: self.attn.step_context(state.kv.position, start, v.dtype))
+            keep = ctx.keep  # (B,): 0 at an episode start; None when no env starts an episode
+        else:
+            keep = (~start).to(v.dtype)
         o_fw = o_kv = None
-        if not self.has_kv:  # FW only
-            w = state.fw if self.carry else state.fw.masked_fill(_bmask(start, state.fw), 0.0)
-            o_fw, w = self._write_step(fw.phi(q), fw.phi(k), v, beta, w)
-            return o_fw, None, FWState(w)
-
         if not self.has_fw:  # KV only
-            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            o_kv, kv = self.attn.step(qk, v, state.kv, ctx)
             return None, o_kv, KVOnlyState(kv)
 
-        s = self.window
-        p = torch.where(start, torch.zeros_like(state.kv.position), state.kv.position)  # (B,)
-        w = state.fw if self.carry else state.fw.masked_fill(_bmask(start, state.fw), 0.0)
-        phi_q = fw.phi(q)
+        w = state.fw if (self.carry or keep is None) else state.fw * keep.view(-1, 1, 1, 1)  # (B, H, Dv, Dk)
+        phi_qk = fw.phi(qk)  # (B, 2, H, Dh)
+        if not self.has_kv:  # FW only
+            o_fw, w = self._write_step(phi_qk, v, beta, w)
+            return o_fw, None, FWState(w)
+
         if self.blend == "synchronous":
-            o_fw, w = self._write_step(phi_q, fw.phi(k), v, beta, w)
-            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            o_fw, w = self._write_step(phi_qk, v, beta, w)
+            o_kv, kv = self.attn.step(qk, v, state.kv, ctx)
             return o_fw, o_kv, SyncState(kv, w)
 
+        s, p, slot = self.window, ctx.position, ctx.slot  # (B,) each
         if self.blend == "delayed_stream":
-            slot = torch.remainder(p, s)
-            k_old, v_old = read_slot(state.kv.keys, slot), read_slot(state.kv.values, slot)  # (B, H, Dh): pair at p - S
-            beta_old = read_slot(state.betas, slot) * (p >= s).to(q.dtype).unsqueeze(1)  # (B, H): 0 when no pair left
-            o_fw, w = self._write_step(phi_q, fw.phi(k_old), v_old, beta_old, w)
-            o_kv, kv = self.attn.step(q, k, v, state.kv, start)
-            strength = beta if beta is not None else torch.ones_like(q[..., 0])  # (B, H)
-            betas = write_slot(state.betas.masked_fill(start.view(-1, 1, 1), 0.0), slot, strength)  # (B, H, S)
-            return o_fw, o_kv, StreamState(kv, w, betas)
+            # The pair at position p - S leaves the window now and enters FW (none while p < S).
+            k_old, v_old = read_slot(state.fw_keys, slot), read_slot(state.kv.values, slot)  # (B, H, Dh)
+            beta_old = read_slot(state.betas, slot) * (p >= s).to(v.dtype).unsqueeze(1)  # (B, H)
+            o_fw, w = self._write_step(torch.stack((phi_qk[:, 0], k_old), dim=1), v_old, beta_old, w)
+            o_kv, kv = self.attn.step(qk, v, state.kv, ctx)
+            strength = beta if beta is not None else torch.ones_like(v[..., 0])  # (B, H)
+            betas = write_slot(state.betas, slot, strength, keep)  # (B, H, S)
+            fw_keys = write_slot(state.fw_keys, slot, phi_qk[:, 1], keep)  # (B, H, S, Dh)
+            return o_fw, o_kv, StreamState(kv, w, betas, fw_keys)
 
         # delayed_chunk: at an episode start the pending pairs are dropped (w reverts to the chunk-start state
         # when carried); at a chunk boundary the read state catches up with everything absorbed so far.
+        # lerp with a 0/1 weight is an exact per-env select.
+        keep4 = (~start).to(v.dtype).view(-1, 1, 1, 1)
         if self.carry:
-            w = torch.where(_bmask(start, w), state.fw_read, state.fw)
+            w = torch.lerp(state.fw, state.fw_read, 1.0 - keep4)
             w_read = state.fw_read
         else:
-            w_read = state.fw_read.masked_fill(_bmask(start, w), 0.0)
-        w_read = torch.where(_bmask(torch.remainder(p, s) == 0, w), w, w_read)
-        o_fw = torch.einsum("bhvk,bhk->bhv", w_read, phi_q)
-        _, w = self._write_step(phi_q, fw.phi(k), v, beta, w)
-        o_kv, kv = self.attn.step(q, k, v, state.kv, start)
+            w_read = state.fw_read * keep4
+        w_read = torch.lerp(w_read, w, (slot == 0).to(v.dtype).view(-1, 1, 1, 1))  # (B, H, Dv, Dk)
+        o_fw = (w_read @ phi_qk[:, 0].unsqueeze(-1)).squeeze(-1)  # (B, H, Dv)
+        _, w = self._write_step(phi_qk, v, beta, w)
+        o_kv, kv = self.attn.step(qk, v, state.kv, ctx)
         return o_fw, o_kv, ChunkState(kv, w, w_read)
 
     # --- T steps in parallel: masked window attention, chunk-parallel fast weights ---
 
-    def _parallel(self, proj: Projection, state: LayerState, starts: torch.Tensor):
+    def _parallel(self, proj: Projection, state: LayerState, starts: torch.Tensor, shared: dict | None = None):
         resets = None if self.carry else starts
-        phi_q = fw.phi(proj.q)  # (B, T, H, Dh)
+        phi_qk = fw.phi(proj.qk)  # (B, T, 2, H, Dh): q and k at once
+        phi_q, phi_k = phi_qk[:, :, 0], phi_qk[:, :, 1]  # (B, T, H, Dh) each
         if not self.has_kv:
-            o_fw, w = self._write_parallel(phi_q, fw.phi(proj.k), proj.v, proj.beta, state.fw, resets)
+            o_fw, w = self._write_parallel(phi_q, phi_k, proj.v, proj.beta, state.fw, resets)
             return o_fw, None, FWState(w)
 
         kv_state = state.kv
-        pos, seg = step_positions(starts, kv_state.position)  # (B, T) each
-        qh, kh, vh = (t.transpose(1, 2) for t in (proj.q, proj.k, proj.v))  # (B, H, T, Dh)
-        o_kv, kv, (ctx_k, ctx_v) = self.attn.parallel(qh, kh, vh, kv_state, pos, seg)
+        ctx: WindowContext = self._shared(
+            shared, "window", lambda: self.attn.window_context(kv_state.position, starts, proj.v.dtype)
+        )
+        pos, seg = ctx.pos, ctx.seg  # (B, T) each
+        o_kv, kv, (_, ctx_v) = self.attn.parallel(proj.qk, proj.v.transpose(1, 2), kv_state, ctx)
         o_kv = o_kv.transpose(1, 2)  # (B, T, H, Dh)
         if not self.has_fw:
             return None, o_kv, KVOnlyState(kv)
 
         s, steps = self.window, proj.q.shape[1]
         if self.blend == "synchronous":
-            o_fw, w = self._write_parallel(phi_q, fw.phi(proj.k), proj.v, proj.beta, state.fw, resets)
+            o_fw, w = self._write_parallel(phi_q, phi_k, proj.v, proj.beta, state.fw, resets)
             return o_fw, o_kv, SyncState(kv, w)
 
         if self.blend == "delayed_stream":
             # FW at step t receives the context entry t (position p_t - S of the same episode) when p_t >= S.
             strength = proj.beta if proj.beta is not None else torch.ones_like(proj.q[..., 0])  # (B, T, H)
             ctx_b = torch.cat((order_ring(state.betas, kv_state.position), strength.transpose(1, 2)), dim=2)  # (B, H, S+T)
-            k_in = ctx_k[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
+            ctx_fk = torch.cat((order_ring(state.fw_keys, kv_state.position), phi_k.transpose(1, 2)), dim=2)  # (B, H, S+T, Dh)
+            k_in = ctx_fk[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
             v_in = ctx_v[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
             b_in = ctx_b[:, :, :steps].transpose(1, 2) * (pos >= s).to(v_in.dtype).unsqueeze(-1)  # (B, T, H)
-            o_fw, w = self._write_parallel(phi_q, fw.phi(k_in), v_in, b_in, state.fw, resets)
+            o_fw, w = self._write_parallel(phi_q, k_in, v_in, b_in, state.fw, resets)
             betas = last_window(ctx_b, kv.position, s)  # (B, H, S)
-            return o_fw, o_kv, StreamState(kv, w, betas)
+            return o_fw, o_kv, StreamState(kv, w, betas, last_window(ctx_fk, kv.position, s))
 
-        o_fw, w, w_read = self._parallel_chunk(proj, state, starts, pos, seg, phi_q, resets)
+        o_fw, w, w_read = self._parallel_chunk(proj, state, starts, pos, seg, phi_q, phi_k, resets)
         return o_fw, o_kv, ChunkState(kv, w, w_read)
 
-    def _parallel_chunk(self, proj, state, starts, pos, seg, phi_q, resets):
+    def _parallel_chunk(self, proj, state, starts, pos, seg, phi_q, phi_k, resets):
         """Delayed-chunk FW branch for T steps via pseudo values u_t = beta_t (v_t - W_{t-1} k_t).
 
         With W the state that absorbs every kept pair at once, W_j = [W0 if no reset in 0..j] +
@@ -340,7 +384,6 @@ class HQLTLayer(nn.Module):
         s, steps = self.window, proj.q.shape[1]
         dev = pos.device
         t = torch.arange(steps, device=dev)
-        phi_k = fw.phi(proj.k)  # (B, T, H, Dh)
         boundary = torch.remainder(pos, s) == 0  # (B, T)
         chunk_start = t - torch.remainder(pos, s)  # (B, T), < 0: the chunk began before this call
         before = chunk_start < 0

@@ -3,7 +3,7 @@
 The cache is a fixed-size ring buffer: the step with position p (its index within the episode) lives in
 slot ``p % S``. Only the position of the next step is stored; which slots are valid follows from it
 (slot ``i`` holds position ``p - ((p - i) mod S)``, valid when that is >= 0), so clearing the window at
-an episode start is just ``position = 0``.
+an episode start is ``position = 0`` (slots are also zeroed, so both forms produce the same state).
 
 Two forms, tested against each other and against a plain per-episode reference in ``tests/``:
 
@@ -11,8 +11,9 @@ Two forms, tested against each other and against a plain per-episode reference i
 - ``parallel``: T steps at once; the ordered cache is concatenated with the new keys and a
   window + same-episode + valid mask is built (training).
 
-Keys are cached *without* rotary encoding; RoPE is applied at attention time from the positions, so the
-same raw keys can also feed the fast weights (delayed-streaming blend).
+With rotary encoding, keys are cached *rotated* at their own position within the episode (q is rotated at
+its position when it attends), so a step costs no per-slot rotation; angles are computed in float64, so this
+stays exact far into long episodes. The delayed-streaming blend keeps its own ring of feature-mapped raw keys.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import nn
 class KVState(NamedTuple):
     """Ring-buffer KV cache of one layer."""
 
-    keys: torch.Tensor  # (B, H, S, Dk), raw keys (no RoPE)
+    keys: torch.Tensor  # (B, H, S, Dk), rotated at their positions (raw when rope=False)
     values: torch.Tensor  # (B, H, S, Dv)
     position: torch.Tensor  # (B,) long: index within the episode of the next step
 
@@ -75,12 +76,18 @@ def last_window(ctx: torch.Tensor, position: torch.Tensor, window: int) -> torch
     return to_ring(last, position)
 
 
-def write_slot(ring: torch.Tensor, slot: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Out-of-place write of ``new`` [B, H, ...] into ``ring`` [B, H, S, ...] at ``slot`` [B] (long)."""
-    s = ring.shape[2]
-    hit = torch.arange(s, device=ring.device).unsqueeze(0) == slot.unsqueeze(1)  # (B, S)
-    hit = hit.view(ring.shape[0], 1, s, *([1] * (ring.dim() - 3)))
-    return torch.where(hit, new.unsqueeze(2), ring)
+def write_slot(ring: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Out-of-place write of ``new`` [B, H, ...] into ``ring`` [B, H, S, ...] at ``slot`` [B] (long).
+
+    ``keep`` [B] (0/1, the ring's dtype) first clears the whole ring where it is 0 (an episode start). One multiply
+    and one scatter: a broadcast ``torch.where`` over the ring costs several times more on CPU at rollout sizes.
+    """
+    b, h = ring.shape[:2]
+    tail = ring.shape[3:]
+    idx = slot.view(b, 1, 1, *([1] * len(tail))).expand(b, h, 1, *tail)  # (B, H, 1, ...)
+    if keep is None:
+        return ring.scatter(2, idx, new.unsqueeze(2))
+    return (ring * keep.view(b, *([1] * (ring.dim() - 1)))).scatter_(2, idx, new.unsqueeze(2))
 
 
 def read_slot(ring: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
@@ -93,8 +100,10 @@ def read_slot(ring: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
 class Rotary(nn.Module):
     """Rotary position encoding (rotate-half convention) for head size ``dim`` (even).
 
-    Angles are computed in float64 whatever the module dtype (positions grow with the episode), and
-    ``relative`` serves the one-step path from a small cached table: <R(p) q, R(s) k> = <R(p - s) q, k>.
+    x rotated by position p: dims (i, i + D/2) turn by angle p * base^(-2i/D), written as
+    ``x * cos + roll(x, D/2) * sin_signed`` with cos = [cos a, cos a], sin_signed = [-sin a, sin a].
+    Angles are computed in float64 whatever the module dtype, so positions far into an episode (1e6 and more)
+    keep float32-exact angles; only cos and sin are cast down.
     """
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
@@ -102,30 +111,49 @@ class Rotary(nn.Module):
         if dim % 2 != 0:
             raise ValueError(f"rotary encoding needs an even head size, got d_head={dim}; set rope=False or change n_heads")
         self.dim, self.base = dim, base
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (D/2,)
+        # Not a buffer: Module.to(dtype) would cast it down. Copied per device on first use.
+        self._signed_freqs = {torch.device("cpu"): torch.cat((-inv_freq, inv_freq))}  # (D,)
 
-    def _angles(self, pos: torch.Tensor) -> torch.Tensor:
-        inv_freq = self.base ** (-torch.arange(0, self.dim, 2, dtype=torch.float64, device=pos.device) / self.dim)
-        return pos.to(torch.float64).unsqueeze(-1) * inv_freq  # (..., D/2)
+    def _freqs(self, device: torch.device) -> torch.Tensor:
+        if device not in self._signed_freqs:
+            self._signed_freqs[device] = self._signed_freqs[torch.device("cpu")].to(device)
+        return self._signed_freqs[device]
 
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    def cos_sin(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos [...] long -> (cos, sin_signed) [..., D] in ``dtype``."""
+        angle = pos.to(torch.float64).unsqueeze(-1) * self._freqs(pos.device)  # (..., D), float64
+        return angle.cos().to(dtype), angle.sin().to(dtype)
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """x [..., D] with cos, sin broadcastable to it -> rotated x."""
+        return torch.addcmul(x * cos, x.roll(self.dim // 2, dims=-1), sin)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x [B, H, N, D], pos [B, N] long -> x rotated by angle pos * inv_freq."""
-        angle = self._angles(pos).unsqueeze(1)  # (B, 1, N, D/2)
-        return self._rotate(x, angle.cos().to(x.dtype), angle.sin().to(x.dtype))
+        cos, sin = self.cos_sin(pos, x.dtype)  # (B, N, D)
+        return self.rotate(x, cos.unsqueeze(1), sin.unsqueeze(1))
 
-    def relative(self, q: torch.Tensor, offset: torch.Tensor, size: int) -> torch.Tensor:
-        """q [B, H, D] rotated by each offset [B, N] (long, in [0, size)) -> [B, H, N, D], from a cached table."""
-        key = (q.dtype, q.device, size)
-        if key not in self._tables:
-            angle = self._angles(torch.arange(size, device=q.device))  # (size, D/2)
-            self._tables[key] = (angle.cos().to(q.dtype), angle.sin().to(q.dtype))
-        cos, sin = (tab[offset].unsqueeze(1) for tab in self._tables[key])  # (B, 1, N, D/2)
-        return self._rotate(q.unsqueeze(2), cos, sin)
+
+class StepContext(NamedTuple):
+    """What one step needs that depends only on positions: the same for every layer of a stack, built once."""
+
+    position: torch.Tensor  # (B,) long: position p of this step within its episode
+    slot: torch.Tensor  # (B,) long: p % S
+    keep: torch.Tensor | None  # (B,) 1.0, or 0.0 at an episode start (values' dtype); None when no env starts one
+    cos: torch.Tensor | None  # (B, 1, 1, Dk) rotary tables at p (None without rotary encoding)
+    sin: torch.Tensor | None  # (B, 1, 1, Dk)
+    mask: torch.Tensor  # (B, 1, 1, S) bool: slots q may attend to
+
+
+class WindowContext(NamedTuple):
+    """What T steps need that depends only on positions (parallel form), built once per stack call."""
+
+    pos: torch.Tensor  # (B, T) long, from step_positions
+    seg: torch.Tensor  # (B, T) long
+    cos: torch.Tensor | None  # (B, T, 1, 1, Dk)
+    sin: torch.Tensor | None  # (B, T, 1, 1, Dk)
+    mask: torch.Tensor  # (B, 1, T, S+T) bool: window + same episode + valid (+ same chunk)
 
 
 class WindowAttention(nn.Module):
@@ -142,6 +170,7 @@ class WindowAttention(nn.Module):
         self.chunked = chunked
         self.rotary = Rotary(d_head, rope_base) if rope else None
         self.scale = d_head**-0.5
+        self.register_buffer("slots", torch.arange(window), persistent=False)  # (S,)
 
     def initial_state(self, batch_size: int, n_heads: int, d_value: int, device: torch.device, dtype: torch.dtype) -> KVState:
         return KVState(
@@ -150,65 +179,66 @@ class WindowAttention(nn.Module):
             position=torch.zeros(batch_size, dtype=torch.long, device=device),
         )
 
-    def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return x if self.rotary is None else self.rotary(x, pos)
+    def step_context(self, position: torch.Tensor, start: torch.Tensor, dtype: torch.dtype) -> StepContext:
+        """position [B] (the state's next position), start [B] bool -> :class:`StepContext`."""
+        p = position.masked_fill(start, 0)  # (B,)
+        slot = torch.remainder(p, self.window)  # (B,)
+        cos = sin = None
+        if self.rotary is not None:
+            cos, sin = self.rotary.cos_sin(p, dtype)  # (B, Dk)
+            cos, sin = cos.view(-1, 1, 1, self.d_head), sin.view(-1, 1, 1, self.d_head)
+        # Slot i holds position p - ((p - i) mod S): valid (>= 0) iff i <= p; in the current chunk iff i <= p mod S.
+        mask = (self.slots <= (slot if self.chunked else p).unsqueeze(1)).view(-1, 1, 1, self.window)  # (B, 1, 1, S)
+        # One host read per stack step (rollouts read actions back anyway) spares clearing rings when nothing starts.
+        keep = (~start).to(dtype) if bool(start.any()) else None
+        return StepContext(p, slot, keep, cos, sin, mask)
 
-    def step(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: KVState, start: torch.Tensor
-    ) -> tuple[torch.Tensor, KVState]:
-        """One step. q, k [B, H, Dk], v [B, H, Dv], start [B] bool -> (o [B, H, Dv], new state).
+    def step(self, qk: torch.Tensor, v: torch.Tensor, state: KVState, ctx: StepContext) -> tuple[torch.Tensor, KVState]:
+        """One step. qk [B, 2, H, Dk] (query, key), v [B, H, Dv], ctx from :meth:`step_context` -> (o [B, H, Dv], new state).
 
-        O(S) per step: the new pair goes into slot ``p % S`` and q attends to the valid slots.
-        The caller may read the pair being evicted (``read_slot(state.keys, p % S)``) before calling.
+        O(S) per step: q and k are rotated at the step's position p, the key goes into slot ``p % S`` (the ring is
+        cleared first at an episode start) and q attends to the valid slots. The caller may read the pair being
+        evicted (``read_slot(state.values, ctx.slot)``) before calling.
         """
-        s = self.window
-        p = torch.where(start, torch.zeros_like(state.position), state.position)  # (B,)
-        slot = torch.remainder(p, s)
-        clear = start.view(-1, 1, 1, 1)  # an episode start empties the window (keeps the state canonical)
-        keys = write_slot(state.keys.masked_fill(clear, 0.0), slot, k)  # (B, H, S, Dk)
-        values = write_slot(state.values.masked_fill(clear, 0.0), slot, v)  # (B, H, S, Dv)
-        slots = torch.arange(s, device=q.device)
-        slot_pos = p.unsqueeze(1) - torch.remainder(p.unsqueeze(1) - slots, s)  # (B, S)
-        valid = slot_pos >= 0
-        if self.chunked:
-            valid = valid & (slot_pos >= (p - torch.remainder(p, s)).unsqueeze(1))
-        if self.rotary is None:
-            scores = torch.einsum("bhk,bhsk->bhs", q, keys) * self.scale  # (B, H, S)
-        else:  # rotate q by each slot's distance p - pos_i instead of rotating the S keys
-            q_rel = self.rotary.relative(q, p.unsqueeze(1) - slot_pos, s)  # (B, H, S, Dk)
-            scores = (q_rel * keys).sum(-1) * self.scale  # (B, H, S)
-        scores = scores.masked_fill(~valid.unsqueeze(1), float("-inf"))
-        o = torch.einsum("bhs,bhsv->bhv", scores.softmax(dim=-1), values)
-        return o, KVState(keys, values, p + 1)
+        if ctx.cos is not None:
+            qk = self.rotary.rotate(qk, ctx.cos, ctx.sin)
+        q, k = qk.unbind(1)  # (B, H, Dk) each
+        keys = write_slot(state.keys, ctx.slot, k, ctx.keep)  # (B, H, S, Dk)
+        values = write_slot(state.values, ctx.slot, v, ctx.keep)  # (B, H, S, Dv)
+        o = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=ctx.mask, scale=self.scale)  # (B, H, 1, Dv)
+        return o.squeeze(2), KVState(keys, values, ctx.position + 1)
 
-    def parallel(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        state: KVState,
-        pos: torch.Tensor,
-        seg: torch.Tensor,
-    ) -> tuple[torch.Tensor, KVState, tuple[torch.Tensor, torch.Tensor]]:
-        """T steps. q, k [B, H, T, Dk], v [B, H, T, Dv], pos/seg [B, T] from :func:`step_positions`.
-
-        Returns (o [B, H, T, Dv], new state, (ctx_keys [B, H, S+T, Dk], ctx_values [B, H, S+T, Dv])): the
-        ordered cache followed by the new pairs (the delayed-streaming blend reads its first T entries).
-        """
+    def window_context(self, position: torch.Tensor, starts: torch.Tensor, dtype: torch.dtype) -> WindowContext:
+        """position [B] (the state's next position), starts [B, T] bool -> :class:`WindowContext`."""
         s = self.window
-        batch, _, steps, _ = q.shape
-        cache_pos = state.position.unsqueeze(1) - s + torch.arange(s, device=q.device)  # (B, S)
-        ctx_k = torch.cat((order_ring(state.keys, state.position), k), dim=2)  # (B, H, S+T, Dk)
-        ctx_v = torch.cat((order_ring(state.values, state.position), v), dim=2)  # (B, H, S+T, Dv)
+        pos, seg = step_positions(starts, position)  # (B, T) each
+        cos = sin = None
+        if self.rotary is not None:
+            cos, sin = self.rotary.cos_sin(pos, dtype)  # (B, T, Dk)
+            cos, sin = cos[:, :, None, None], sin[:, :, None, None]  # (B, T, 1, 1, Dk)
+        cache_pos = position.unsqueeze(1) - s + self.slots  # (B, S)
         ctx_pos = torch.cat((cache_pos, pos), dim=1)  # (B, S+T)
         ctx_seg = torch.cat((torch.zeros_like(cache_pos), seg), dim=1)  # (B, S+T)
         p_t, p_j = pos.unsqueeze(2), ctx_pos.unsqueeze(1)  # (B, T, 1), (B, 1, S+T)
         mask = (p_j >= 0) & (ctx_seg.unsqueeze(1) == seg.unsqueeze(2)) & (p_j <= p_t) & (p_j > p_t - s)  # (B, T, S+T)
         if self.chunked:
             mask = mask & (p_j >= p_t - torch.remainder(p_t, s))
-        qr = self._rope(q, pos)
-        kr = self._rope(ctx_k, ctx_pos)
-        o = F.scaled_dot_product_attention(qr, kr, ctx_v, attn_mask=mask.unsqueeze(1), scale=self.scale)  # (B, H, T, Dv)
-        end = pos[:, -1] + 1  # (B,) position of the next step
-        new_state = KVState(last_window(ctx_k, end, s), last_window(ctx_v, end, s), end)
+        return WindowContext(pos, seg, cos, sin, mask.unsqueeze(1))
+
+    def parallel(
+        self, qk: torch.Tensor, v: torch.Tensor, state: KVState, ctx: WindowContext
+    ) -> tuple[torch.Tensor, KVState, tuple[torch.Tensor, torch.Tensor]]:
+        """T steps. qk [B, T, 2, H, Dk] (raw query and key), v [B, H, T, Dv], ctx from :meth:`window_context`.
+
+        Returns (o [B, H, T, Dv], new state, (ctx_keys [B, H, S+T, Dk], ctx_values [B, H, S+T, Dv])): the
+        ordered cache followed by the new pairs, keys rotated at their positions.
+        """
+        if ctx.cos is not None:
+            qk = self.rotary.rotate(qk, ctx.cos, ctx.sin)  # q and k at once
+        q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # (B, H, T, Dk) each
+        ctx_k = torch.cat((order_ring(state.keys, state.position), k), dim=2)  # (B, H, S+T, Dk)
+        ctx_v = torch.cat((order_ring(state.values, state.position), v), dim=2)  # (B, H, S+T, Dv)
+        o = F.scaled_dot_product_attention(q, ctx_k, ctx_v, attn_mask=ctx.mask, scale=self.scale)  # (B, H, T, Dv)
+        end = ctx.pos[:, -1] + 1  # (B,) position of the next step
+        new_state = KVState(last_window(ctx_k, end, self.window), last_window(ctx_v, end, self.window), end)
         return o, new_state, (ctx_k, ctx_v)
