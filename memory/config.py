@@ -37,7 +37,7 @@ class MemoryConfig:
     """Base of the rotary frequencies."""
     carry_fw_across_episodes: bool = False
     """Fast weights survive episode starts (the KV window still resets)."""
-    chunk_size: int = 64
+    chunk_size: int = 32
     """Chunk length of the chunk-parallel delta rule used for multi-step calls."""
     mlp_ratio: float = 4.0
     """SwiGLU hidden width = round(mlp_ratio * 2/3 * d_model)."""

@@ -25,16 +25,21 @@ def phi(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def delta_rule_step(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, state: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step. q, k [B, H, Dk], v [B, H, Dv], beta [B, H], state [B, H, Dv, Dk] -> (o [B, H, Dv], new state)."""
-    v_old = torch.einsum("bhvk,bhk->bhv", state, k)  # (B, H, Dv)
-    state = state + torch.einsum("bhv,bhk->bhvk", beta.unsqueeze(-1) * (v - v_old), k)
-    return torch.einsum("bhvk,bhk->bhv", state, q), state
+    """One step. q, k [B, H, Dk], v [B, H, Dv], beta [B, H], state [B, H, Dv, Dk] -> (o [B, H, Dv], new state).
+
+    Written with batched mat-vec products and a broadcast outer product rather than einsum: same arithmetic, about
+    1.5x less per-call overhead at rollout sizes (the rollout runs this once per env step and layer).
+    """
+    v_old = (state @ k.unsqueeze(-1)).squeeze(-1)  # (B, H, Dv): W_{t-1} k_t
+    u = beta.unsqueeze(-1) * (v - v_old)  # (B, H, Dv)
+    state = state + u.unsqueeze(-1) * k.unsqueeze(-2)  # (B, H, Dv, Dk)
+    return (state @ q.unsqueeze(-1)).squeeze(-1), state
 
 
 def sum_rule_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the sum rule (linear attention); shapes as in :func:`delta_rule_step`."""
-    state = state + torch.einsum("bhv,bhk->bhvk", v, k)
-    return torch.einsum("bhvk,bhk->bhv", state, q), state
+    state = state + v.unsqueeze(-1) * k.unsqueeze(-2)  # (B, H, Dv, Dk)
+    return (state @ q.unsqueeze(-1)).squeeze(-1), state
 
 
 def _apply_reset(state: torch.Tensor, resets: torch.Tensor | None, t: int) -> torch.Tensor:
@@ -90,6 +95,7 @@ def sum_rule_reference(
 #   (I + tril(diag(beta) K K^T * M, -1)) U = diag(beta) (V - diag(g) K S^T)
 # (the "UT transform"), so U = u0 - w S^T with u0, w from one triangular solve per chunk, all chunks at once.
 # Only the chunk-start states are computed sequentially (N = ceil(T / C) small matmuls).
+# Default C = 32: fastest of 32/64/128 on CPU for B=16, H=4, d_head=32 (benchmarks/memory_speed.py), 64 close behind.
 # The sum rule is the special case u_t = v_t with no solve.
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -236,7 +242,7 @@ def delta_rule_chunked(
     beta: torch.Tensor,
     initial_state: torch.Tensor,
     resets: torch.Tensor | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunk-parallel delta rule, equal to :func:`delta_rule_reference` (outputs, final state, gradients).
 
@@ -264,7 +270,7 @@ def delta_rule_pseudo_values(
     beta: torch.Tensor,
     initial_state: torch.Tensor,
     resets: torch.Tensor | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ) -> torch.Tensor:
     """Pseudo-values u_t = beta_t (v_t - W_{t-1} k_t) of the delta rule (W_{t-1} after the reset at t, if any).
 
@@ -305,7 +311,7 @@ def sum_rule_chunked(
     v: torch.Tensor,
     initial_state: torch.Tensor,
     resets: torch.Tensor | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunk-parallel sum rule (linear attention), equal to :func:`sum_rule_reference`; shapes as there."""
     _check_inputs("sum_rule_chunked", k, v, initial_state, resets, chunk_size)
