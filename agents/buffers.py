@@ -41,6 +41,25 @@ class _SequenceMixin:
     n_envs: int
     device: torch.device
 
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: torch.device | str = "auto",
+        gae_lambda: float = 1.0,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        seq_len: int = 32,
+    ) -> None:
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)  # type: ignore[call-arg]
+        self._init_sequences(seq_len)
+
+    def reset(self) -> None:
+        super().reset()  # type: ignore[misc]
+        self._start_states = []
+        self._tensors = None
+
     def _init_sequences(self, seq_len: int) -> None:
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
             raise ValueError(f"rollout buffer 'seq_len' must be a positive integer, got {seq_len!r}")
@@ -145,44 +164,6 @@ class _SequenceMixin:
 class MemoryRolloutBuffer(_SequenceMixin, RolloutBuffer):
     """SB3 RolloutBuffer plus one policy state per sequence of ``seq_len`` steps."""
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: torch.device | str = "auto",
-        gae_lambda: float = 1.0,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        seq_len: int = 32,
-    ) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-        self._init_sequences(seq_len)
-
-    def reset(self) -> None:
-        super().reset()
-        self._start_states = []
-        self._tensors = None
-
 
 class MemoryDictRolloutBuffer(_SequenceMixin, DictRolloutBuffer):
     """SB3 DictRolloutBuffer plus one policy state per sequence of ``seq_len`` steps."""
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        device: torch.device | str = "auto",
-        gae_lambda: float = 1.0,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        seq_len: int = 32,
-    ) -> None:
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-        self._init_sequences(seq_len)
-
-    def reset(self) -> None:
-        super().reset()
-        self._start_states = []
-        self._tensors = None

@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,12 +151,43 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     }
 
 
+def _run_job(job: tuple) -> dict:
+    task_name, name, fields, args, seed = job
+    torch.set_num_threads(args.threads)
+    return train_and_test(TASKS[task_name], name, fields, args, seed)
+
+
+def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -> None:
+    """Grouped bars: one group per model, one bar per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(tasks)
+    for i, task in enumerate(tasks):
+        values = [results[label][task]["best"]["test_acc"] for label in labels]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=task)
+    ax.set_xticks(np.arange(len(labels)) + width * (len(tasks) - 1) / 2)
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_ylabel("normalised test accuracy (chance = 0)")
+    ax.set_ylim(-10, 105)
+    ax.legend()
+    ax.set_title("Length generalisation (train 3-40, test 40-256)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run: fewer steps, parity only, 1 seed")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS), help="tasks to run")
     parser.add_argument("--models", nargs="+", default=None, help="labels (substrings) of the models to run")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (best test accuracy is reported, as in the paper)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per model (the best is reported, as in the paper)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--eval-batch", type=int, default=64)
@@ -168,37 +200,45 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-min", type=int, default=40)
     parser.add_argument("--test-max", type=int, default=256)
     parser.add_argument("--test-stride", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     tasks = args.tasks or (["parity"] if args.quick else ["parity", "modular"])
-    args.steps = args.steps or (300 if args.quick else 3000)
-    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.steps = args.steps or (300 if args.quick else 1500)
+    args.seeds = args.seeds or (1 if args.quick else 2)
     args.test_stride = args.test_stride or (36 if args.quick else 8)
     models = [m for m in MODELS if not args.models or any(s.lower() in m[0].lower() for s in args.models)]
 
     results: dict[str, dict[str, dict]] = {}
     wall = time.perf_counter()
-    for task_name in tasks:
-        task = TASKS[task_name]
-        for label, name, fields in models:
-            runs = [train_and_test(task, name, fields, args, seed) for seed in range(args.seeds)]
-            best = max(runs, key=lambda r: r["test_acc"])
-            results.setdefault(label, {})[task_name] = {"best": best, "runs": runs}
-            print(f"{task_name:8s} {label:30s} train {best['train_acc']:6.1f}  test {best['test_acc']:6.1f}  "
-                  f"({sum(r['seconds'] for r in runs):.0f}s)", flush=True)
+    jobs = [(t, label, name, fields, seed) for t in tasks for label, name, fields in models for seed in range(args.seeds)]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        outcomes = pool.map(_run_job, [(t, name, fields, args, seed) for t, _, name, fields, seed in jobs])
+        for (task_name, label, _, _, seed), run in zip(jobs, outcomes):
+            entry = results.setdefault(label, {}).setdefault(task_name, {"runs": []})
+            entry["runs"].append(run)
+            entry["best"] = max(entry["runs"], key=lambda r: r["test_acc"])
+            print(f"{task_name:8s} {label:30s} seed {seed}  train {run['train_acc']:6.1f}  test {run['test_acc']:6.1f}  "
+                  f"({run['seconds']:.0f}s)", flush=True)
     wall = time.perf_counter() - wall
 
     print(f"\nNormalised accuracy (chance = 0, perfect = 100) on test lengths {args.test_min}-{args.test_max}, "
           f"trained on {args.train_min}-{args.train_max}; best of {args.seeds} seed(s), {args.steps} steps each")
-    header = f"| {'model':30s} | " + " | ".join(f"{t:>8s}" for t in tasks) + " |"
+    print("cells: best seed (mean over seeds)")
+    header = f"| {'model':30s} | " + " | ".join(f"{t:>13s}" for t in tasks) + " |"
     print(header)
-    print("|" + "-" * 32 + "|" + "|".join("-" * 10 for _ in tasks) + "|")
+    print("|" + "-" * 32 + "|" + "|".join("-" * 15 for _ in tasks) + "|")
     for label, _, _ in models:
-        cells = " | ".join(f"{results[label][t]['best']['test_acc']:8.1f}" for t in tasks)
+        entries = [results[label][t] for t in tasks]
+        means = [np.mean([r["test_acc"] for r in e["runs"]]) for e in entries]
+        cells = " | ".join(f"{e['best']['test_acc']:5.1f} ({m:5.1f})" for e, m in zip(entries, means))
         print(f"| {label:30s} | {cells} |")
-    print(f"\nwall time {wall / 60:.1f} min, torch threads {args.threads}")
+    print(f"\nwall time {wall / 60:.1f} min, {args.workers} worker(s) x {args.threads} torch thread(s)")
+    if args.plot:
+        plot_table(results, tasks, [label for label, _, _ in models], args.plot)
     out = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results, "wall_seconds": wall}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
