@@ -1,0 +1,181 @@
+"""Cross-episode memory: HQLT with fast weights carried across episodes vs reset at each episode (issue 6).
+
+Task: ``hqlt/TMazeTrials-v0``, a T-Maze whose goal arm is hidden (no cue: the agent only learns where the goal was
+by entering an arm) and stays on the same side for a trial of K = 4 consecutive episodes; the first observation of
+each trial carries a trial-start flag. Inside one episode nothing reveals the goal before the turn, so an agent whose
+memory is reset at every episode start is at chance (0.5) on every episode. An agent that carries its fast weights
+across episodes (``carry_fw_across_episodes=True``; the KV window still resets) can remember the outcome of the
+previous episode: at best 0.5 on the 1st episode of a trial (a guess) and 1.0 on the 2nd..Kth.
+
+Agents: HQLT synchronous with carried fast weights, the same with fast weights reset at each episode, and (full
+mode) our LSTM, which resets at episode starts like every SB3 recurrent policy. Equal step budgets, same PPO
+hyper-parameters. Reported per trial episode k = 1..K: training success (last 100 episodes with that k) and greedy
+success on fresh trials.
+
+    python benchmarks/cross_episode.py --quick     # a few minutes, 1 seed
+    python benchmarks/cross_episode.py             # 3 seeds, 100k steps each (~13 min of runs, 2 at a time on 2 cores)
+
+Results: ``benchmarks/results/cross_episode.json`` (+ ``.md``), figure ``docs/img/cross_episode.png``; ``--quick``
+writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _rl import IMG_DIR, RESULTS_DIR, RunSpec, fmt_pm, group, load_results, run_all  # noqa: E402
+
+K = 4
+CORRIDOR = 4
+VARIANTS = {
+    "hqlt-carry": ("hqlt", "carry", True),
+    "hqlt-reset": ("hqlt", "reset", False),
+    "lstm": ("lstm", "", False),
+}
+LABELS = {
+    "hqlt-carry": "HQLT, FW carried across episodes",
+    "hqlt-reset": "HQLT, FW reset each episode",
+    "lstm": "LSTM (reset each episode)",
+}
+
+
+def specs_for(variants: list[str], seeds: list[int], quick: bool) -> list[RunSpec]:
+    ppo = dict(n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01, gamma=0.99)
+    out = []
+    for name in variants:
+        agent, variant, carry = VARIANTS[name]
+        mk = dict(d_model=32, n_layers=1 if agent == "lstm" else 2, n_heads=2, window=8)
+        if agent == "hqlt":
+            mk["carry_fw_across_episodes"] = carry
+        for seed in seeds:
+            out.append(
+                RunSpec(
+                    task=f"trials-L{CORRIDOR}-K{K}",
+                    env_id="hqlt/TMazeTrials-v0",
+                    env_kwargs={"memory_length": CORRIDOR, "episodes_per_trial": K},
+                    agent=agent,
+                    seed=seed,
+                    total_timesteps=24_576 if quick else 102_400,
+                    n_envs=8,
+                    ppo=ppo,
+                    memory_kwargs=mk,
+                    net_arch=[32],
+                    variant=variant,
+                    eval_episodes=40 if quick else 400,
+                )
+            )
+    return out
+
+
+def tables(records: dict) -> str:
+    groups = group(records)
+    lines = [
+        f"Hidden-goal T-Maze (corridor {CORRIDOR}), trials of K = {K} episodes sharing the goal side; chance 0.5 on every "
+        "episode; a perfect cross-episode learner gets 0.5 on episode 1 and 1.0 on episodes 2..K. Mean ± std over seeds.",
+        "",
+        "| agent | seeds | " + " | ".join(f"train ep {k + 1}" for k in range(K)) + " | "
+        + " | ".join(f"greedy ep {k + 1}" for k in range(K)) + " | greedy ep 2..K |",
+        "|---" * (2 * K + 3) + "|",
+    ]
+    for name, label in LABELS.items():
+        recs = next((v for (t, a), v in groups.items() if a == name), None)
+        if not recs:
+            continue
+        train = [fmt_pm([r["final_train_success_by_trial_episode"][k] for r in recs]) for k in range(K)]
+        greedy = [fmt_pm([r["eval"]["by_trial_episode"][k] for r in recs]) for k in range(K)]
+        later = fmt_pm([float(np.mean(r["eval"]["by_trial_episode"][1:])) for r in recs])
+        lines.append(f"| {label} | {len(recs)} | " + " | ".join(train + greedy) + f" | {later} |")
+    budgets = sorted({r["spec"]["total_timesteps"] for r in records.values()})
+    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
+    lines += ["", f"Budget: {', '.join(f'{b:,}' for b in budgets)} env steps per run. "
+              f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs."]
+    return "\n".join(lines)
+
+
+def _trial_curve(record: dict, ks: list[int]) -> np.ndarray:
+    """Training success curve averaged over the trial episodes ``ks`` (nan where none had ended yet): (points,)."""
+    curves = np.array(
+        [[np.nan if v is None else v for v in record["curve_by_trial_episode"][k]] for k in ks], dtype=np.float64
+    )  # (len(ks), points)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(curves, axis=0)
+
+
+def plot(records: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group(records)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for colour, (name, label) in zip(("C0", "C1", "C2"), LABELS.items()):
+        recs = next((v for (t, a), v in groups.items() if a == name), None)
+        if not recs:
+            continue
+        x = np.asarray(recs[0]["curve_steps"])
+        for ks, ls, what in (([0], ":", "episode 1"), (list(range(1, K)), "-", "episodes 2..K")):
+            ys = np.array([_trial_curve(r, ks) for r in recs])  # (seeds, points)
+            with warnings.catch_warnings():  # points before any episode ended are nan
+                warnings.simplefilter("ignore", RuntimeWarning)
+                axes[0].plot(x, np.nanmean(ys, axis=0), ls=ls, color=colour, label=f"{label}, {what}")
+        greedy = np.array([r["eval"]["by_trial_episode"] for r in recs])
+        ks = np.arange(1, K + 1)
+        axes[1].errorbar(ks, greedy.mean(0), yerr=greedy.std(0), marker="o", capsize=3, color=colour, label=label)
+    for ax in axes:
+        ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_xlabel("env steps")
+    axes[0].set_ylabel("training success (last 100 episodes)")
+    axes[0].legend(fontsize=6)
+    axes[1].set_xlabel("episode within the trial")
+    axes[1].set_ylabel("greedy success at the budget")
+    axes[1].set_xticks(range(1, K + 1))
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Trials of {K} episodes with a hidden, fixed goal side", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="minutes: HQLT carried vs reset, 1 seed, 24k steps")
+    p.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    quick = args.quick
+    variants = args.variants or (["hqlt-carry", "hqlt-reset"] if quick else list(VARIANTS))
+    seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
+    out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
+    img = (args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)) / "cross_episode.png"
+    results = out / "cross_episode.json"
+    specs = specs_for(variants, seeds, quick)
+    if args.report_only:
+        all_records = load_results(results)
+        records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
+    else:
+        records = run_all(specs, results, workers=args.workers, force=args.force)
+    text = tables(records)
+    (out / "cross_episode.md").write_text(text + "\n")
+    print(text)
+    plot(records, img)
+    print(f"wrote {img}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""RL memory-length sweep: how far back can each agent remember? (issue 6)
+
+Passive T-Maze (Ni et al. 2023): the cue is shown only at step 0, the junction comes ``L`` steps later. With a KV
+window S = 16 and 2 layers, a KV-only agent can move information at most 2 * (16 - 1) = 30 steps back (its *reach*),
+so for L = 16 the cue is within reach and for L = 64, 256, 1024 it is not: KV-only must fall to chance (0.5) there,
+while the fast weights of HQLT (and DeltaNet, LSTM) have no such horizon.
+
+Passive Visual Match (the paper's RL task): a colour seen in the first 15 steps must be matched after a distractor
+phase longer than the window (chance 1/3).
+
+T-Maze settings applied to every agent alike: time limit 2L (with Ni et al.'s L + 1, PPO's exploration, not memory,
+decides the outcome) and training sequences of at least L + 1 steps (``tmaze_seq_len``), so that the cue and the
+junction of an episode can share one backward pass. See docs/results.md for the measured results.
+
+Agents (equal step budgets, same PPO hyper-parameters): HQLT synchronous, KV-only, DeltaNet, LSTM (all our
+MemoryPPO) and sb3-contrib's RecurrentPPO (LSTM). Reported: training success over the last 100 episodes at the
+budget, greedy success on 100 fresh episodes, and steps-to-success (env steps at which the success rate over the
+last 100 training episodes first reaches 0.9).
+
+    python benchmarks/memory_length.py --quick             # a few minutes: L = 16, 1 seed, small budgets
+    python benchmarks/memory_length.py                     # full sweep (hours on 2 cores; resumable)
+    python benchmarks/memory_length.py --tasks tmaze --lengths 16 64 --seeds 0 1 2 --agents hqlt kv lstm
+
+Results: ``benchmarks/results/memory_length.json`` (+ ``.md`` tables), figures under ``docs/img/``; ``--quick``
+writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _rl import (  # noqa: E402
+    AGENT_COLOURS,
+    AGENT_LABELS,
+    IMG_DIR,
+    RESULTS_DIR,
+    RunSpec,
+    fmt_pm,
+    fmt_steps,
+    group,
+    kv_reach,
+    plot_curves,
+    run_all,
+)
+
+WINDOW = 16
+N_LAYERS = 2
+D_MODEL = 32
+FULL_LENGTHS = (16, 64, 256, 1024)
+FULL_AGENTS = ("hqlt", "kv", "deltanet", "lstm", "rppo")
+
+
+def tmaze_budget(length: int, quick: bool) -> int:
+    """Env steps per run: the number of episodes needed grows slowly with L, each episode is at least L + 1 steps."""
+    if quick:
+        return 16_384
+    return {16: 40_960, 64: 102_400, 256: 262_144}.get(length, 1_000 * (length + 1))
+
+
+def tmaze_seq_len(length: int) -> int:
+    """Training sequence length: a power of two >= L + 1 (at least 64), so that an episode that lies inside one
+    stored sequence has its cue and its junction in the same backward pass, for every agent alike."""
+    return max(64, 1 << length.bit_length())
+
+
+def tmaze_gamma(length: int) -> float:
+    """Discount with gamma^L ~ 0.78, so the turn's reward reaches the start of the corridor (at least 0.99)."""
+    return max(0.99, 1.0 - 1.0 / (4 * length))
+
+
+def memory_kwargs(agent: str) -> dict:
+    # LSTM baselines use one recurrent layer (the usual choice); attention / fast-weight stacks use N_LAYERS blocks.
+    layers = 1 if agent in ("lstm", "gru", "rppo") else N_LAYERS
+    return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=WINDOW)
+
+
+def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: bool) -> list[RunSpec]:
+    specs = []
+    for length in lengths:
+        seq_len = tmaze_seq_len(length)
+        ppo = dict(
+            n_steps=max(128, seq_len),
+            seq_len=seq_len,
+            batch_size=max(256, seq_len * 2),
+            n_epochs=4,
+            learning_rate=1e-3,
+            ent_coef=0.01,
+            gamma=tmaze_gamma(length),
+            gae_lambda=0.95,
+        )
+        for agent in agents:
+            for seed in seeds:
+                specs.append(
+                    RunSpec(
+                        task=f"tmaze-L{length}",
+                        env_id="hqlt/PassiveTMaze-v0",
+                        env_kwargs={"memory_length": length, "time_limit": 2 * length},
+                        agent=agent,
+                        seed=seed,
+                        total_timesteps=tmaze_budget(length, quick),
+                        n_envs=8,
+                        ppo=ppo,
+                        memory_kwargs=memory_kwargs(agent),
+                        net_arch=[32],
+                        eval_episodes=20 if quick else 100,
+                    )
+                )
+    return specs
+
+
+def visual_match_specs(distractor: int, agents: list[str], seeds: list[int], quick: bool) -> list[RunSpec]:
+    ppo = dict(
+        n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=5e-4, ent_coef=0.01, gamma=0.995, gae_lambda=0.95
+    )
+    return [
+        RunSpec(
+            task=f"visualmatch-D{distractor}",
+            env_id="hqlt/PassiveVisualMatch-v0",
+            env_kwargs={"distractor_length": distractor},
+            agent=agent,
+            seed=seed,
+            total_timesteps=8_192 if quick else 1_000_000,
+            n_envs=8,
+            ppo=ppo,
+            memory_kwargs=memory_kwargs(agent),
+            net_arch=[64],
+            eval_episodes=10 if quick else 100,
+        )
+        for agent in agents
+        for seed in seeds
+    ]
+
+
+def _value(record: dict, key: str) -> float | None:
+    if key == "eval":
+        return record.get("eval", {}).get("success")
+    if key == "peak":
+        return max((v for v in record["curve_success"] if v is not None), default=None)
+    return record.get(key)
+
+
+def tables(records: dict, lengths: list[int], distractor: int) -> str:
+    groups = group(records)
+    agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
+    reach = kv_reach(N_LAYERS, WINDOW)
+    lines = [
+        f"KV window S = {WINDOW}, {N_LAYERS} layers: KV-only reach = {N_LAYERS} x ({WINDOW} - 1) = {reach} steps. "
+        "Cells: mean ± std over seeds.",
+        "",
+    ]
+    tm = [f"tmaze-L{n}" for n in lengths if any(t == f"tmaze-L{n}" for t, _ in groups)]
+    for title, key, fmt in (
+        ("Passive T-Maze: training success (last 100 episodes) at the budget", "final_train_success", fmt_pm),
+        ("Passive T-Maze: peak training success (highest 100-episode trailing rate during training)", "peak", fmt_pm),
+        ("Passive T-Maze: greedy success (fresh episodes) at the budget", "eval", fmt_pm),
+        (
+            "Passive T-Maze: share of the last 100 training episodes that reached the junction and turned "
+            "(not cut by the time limit)",
+            "final_train_ended_by_task",
+            fmt_pm,
+        ),
+        (
+            "Passive T-Maze: steps-to-success (median over seeds that reached 0.9; reached / seeds)",
+            "steps_to_success",
+            fmt_steps,
+        ),
+    ):
+        if not tm:
+            break
+        lines += [f"**{title}**" + (" (chance 0.5)" if key in ("final_train_success", "peak", "eval") else ""), ""]
+        heads = [f"L = {n}" + (" (beyond reach)" if n > reach else "") for n in (int(t.split("L")[-1]) for t in tm)]
+        lines.append("| agent | " + " | ".join(heads) + " |")
+        lines.append("|---" * (len(tm) + 1) + "|")
+        for agent in agents:
+            cells = []
+            for t in tm:
+                recs = groups.get((t, agent), [])
+                if not recs:
+                    cells.append("not run")
+                    continue
+                vals = [_value(r, key) for r in recs]
+                cells.append(fmt(vals))
+            lines.append(f"| {AGENT_LABELS[agent]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    budgets = sorted({(r["spec"]["task"], r["spec"]["total_timesteps"]) for r in records.values()}, key=lambda tb: tb[1])
+    lines.append("Budgets (env steps per run): " + ", ".join(f"{t}: {b:,}" for t, b in budgets))
+    vm = f"visualmatch-D{distractor}"
+    if any(t == vm for t, _ in groups):
+        lines += ["", f"**Passive Visual Match, distractor {distractor} steps** (chance 1/3)", ""]
+        lines += ["| agent | train success | greedy success | steps-to-success | seeds |", "|---|---|---|---|---|"]
+        for agent in agents:
+            recs = groups.get((vm, agent), [])
+            if recs:
+                lines.append(
+                    f"| {AGENT_LABELS[agent]} | {fmt_pm([r['final_train_success'] for r in recs])} | "
+                    f"{fmt_pm([r.get('eval', {}).get('success') for r in recs])} | "
+                    f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
+                )
+    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
+    lines += ["", f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs (1 torch thread each)."]
+    return "\n".join(lines)
+
+
+def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = group(records)
+    out = []
+    tm = [n for n in lengths if any(t == f"tmaze-L{n}" for t, _ in groups)]
+    if tm:
+        fig, axes = plt.subplots(1, len(tm), figsize=(4.2 * len(tm), 3.6), squeeze=False)
+        for ax, n in zip(axes[0], tm):
+            sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == f"tmaze-L{n}"}
+            reach = "inside" if n <= kv_reach(N_LAYERS, WINDOW) else "beyond"
+            plot_curves(sub, f"Passive T-Maze L = {n} ({reach} KV reach)", Path(), ax=ax, chance=0.5)
+        axes[0][-1].legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        path = img_dir / "memory_length_tmaze_curves.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+        # Success vs memory length: peak and final training success (the stochastic policy that PPO trains).
+        import numpy as np
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        panels = (("peak", "peak training success"), ("final_train_success", "training success at budget"))
+        for ax, (key, what) in zip(axes, panels):
+            for agent in AGENT_LABELS:
+                xs, ms, ss = [], [], []
+                for n in tm:
+                    recs = groups.get((f"tmaze-L{n}", agent))
+                    if recs:
+                        vals = [_value(r, key) for r in recs]
+                        xs.append(n)
+                        ms.append(np.mean(vals))
+                        ss.append(np.std(vals))
+                if xs:
+                    label = AGENT_LABELS[agent]
+                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=AGENT_COLOURS[label], label=label)
+            ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
+            ax.axvline(kv_reach(N_LAYERS, WINDOW), color="red", ls="--", lw=1, label="KV-only reach")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("memory length L (steps from cue to junction)")
+            ax.set_ylabel(f"{what} (last 100 episodes)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        fig.suptitle("Passive T-Maze, mean ± std over seeds", fontsize=10)
+        fig.tight_layout()
+        path = img_dir / "memory_length_tmaze_success.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    vm = f"visualmatch-D{distractor}"
+    sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == vm}
+    if sub:
+        path = img_dir / "memory_length_visualmatch_curves.png"
+        plot_curves(sub, f"Passive Visual Match, distractor {distractor}", path, chance=1 / 3)
+        out.append(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="minutes: L = 16 T-Maze and a short Visual Match, 1 seed")
+    p.add_argument("--tasks", nargs="+", default=None, choices=("tmaze", "visualmatch"))
+    p.add_argument("--lengths", nargs="+", type=int, default=None, help=f"T-Maze memory lengths (full: {FULL_LENGTHS})")
+    p.add_argument("--distractor", type=int, default=None, help="Visual Match distractor length (full: 250, quick: 20)")
+    p.add_argument("--agents", nargs="+", default=None, choices=tuple(AGENT_LABELS), help=f"full: {FULL_AGENTS}")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
+    p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
+    p.add_argument("--force", action="store_true", help="rerun runs already in the results file")
+    p.add_argument("--report-only", action="store_true", help="only rebuild tables and figures from the results file")
+    args = p.parse_args(argv)
+
+    quick = args.quick
+    tasks = args.tasks or ["tmaze", "visualmatch"]
+    lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))
+    distractor = args.distractor or (20 if quick else 250)
+    agents = args.agents or (["hqlt", "kv", "lstm", "rppo"] if quick else list(FULL_AGENTS))
+    seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
+    out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
+    img_dir = args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)
+    results = out / "memory_length.json"
+
+    specs: list[RunSpec] = []
+    if "tmaze" in tasks:
+        specs += tmaze_specs(lengths, agents, seeds, quick)
+    if "visualmatch" in tasks:
+        vm_agents = [a for a in agents if a != "kv"] if quick else agents
+        specs += visual_match_specs(distractor, vm_agents, seeds, quick)
+    if args.report_only:
+        from _rl import load_results
+
+        all_records = load_results(results)
+        records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
+    else:
+        records = run_all(specs, results, workers=args.workers, force=args.force)
+    text = tables(records, lengths, distractor)
+    (out / "memory_length.md").write_text(text + "\n")
+    print(text)
+    for path in plots(records, lengths, distractor, img_dir):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""RL benchmark scripts: pure helpers (fast) and each script's ``--quick`` mode end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _rl  # noqa: E402
+
+
+def test_trailing_success_matches_loop() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, size=57)
+    got = _rl.trailing_success(x, 10)
+    ref = [x[max(0, i - 9) : i + 1].mean() for i in range(len(x))]
+    np.testing.assert_allclose(got, ref)
+
+
+def test_steps_to_success_first_crossing() -> None:
+    steps = list(range(10, 210, 10))  # 20 episodes ending at 10, 20, ..., 200
+    succ = [0] * 8 + [1] * 12
+    # Window 4: the episodes with indices 7..10 are [0, 1, 1, 1] -> 0.75, first reached at index 10 (step 110);
+    # a full window of successes (indices 8..11) first at index 11 (step 120).
+    assert _rl.steps_to_success(steps, succ, window=4, threshold=0.75) == 110
+    assert _rl.steps_to_success(steps, succ, window=4, threshold=1.0) == 120
+    assert _rl.steps_to_success(steps, [0] * 20, window=4, threshold=0.5) is None
+    # A lucky start before the window is full does not count.
+    assert _rl.steps_to_success([1, 2, 3], [1, 1, 0], window=4, threshold=0.5) is None
+
+
+def test_steps_to_success_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        _rl.steps_to_success([1, 2], [1], window=1)
+    with pytest.raises(ValueError, match="threshold"):
+        _rl.steps_to_success([1], [1], window=1, threshold=0.0)
+
+
+def test_success_curve_samples_last_finished_episode() -> None:
+    steps, succ = [5, 15, 25, 35], [0, 1, 1, 1]
+    grid, curve = _rl.success_curve(steps, succ, total_steps=40, window=2, n_points=4)
+    assert grid == [10, 20, 30, 40]
+    assert curve == [0.0, 0.5, 1.0, 1.0]
+    _, early = _rl.success_curve([50], [1], total_steps=40, window=2, n_points=2)
+    assert early == [None, None]
+
+
+def test_kv_reach_and_formatting() -> None:
+    assert _rl.kv_reach(2, 16) == 30
+    assert _rl.kv_reach(1, 16) == 15
+    assert _rl.fmt_steps([None, None]) == "- (0/2)"
+    assert _rl.fmt_steps([10_000, None, 30_000]) == "20k (2/3)"
+    assert _rl.fmt_pm([1.0, 0.0]) == "0.50 ± 0.50"
+
+
+def test_run_spec_validates_agent() -> None:
+    with pytest.raises(ValueError, match="agent"):
+        _rl.RunSpec(task="t", env_id="x", agent="transformer", seed=0, total_timesteps=10)
+    spec = _rl.RunSpec(task="t", env_id="x", agent="hqlt", seed=1, total_timesteps=10, variant="carry")
+    assert spec.key == "t/hqlt-carry/seed1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["memory_length.py", "cross_episode.py", "minigrid_curves.py"])
+def test_quick_mode_runs_and_writes_results(script: str, tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", str(tmp_path), "--workers", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = list(tmp_path.glob("*.json"))
+    runs = json.loads(result.read_text())["runs"]
+    assert runs, "no run recorded"
+    for run in runs:
+        assert run["episodes"] > 0
+        assert 0.0 <= run["final_train_success"] <= 1.0
+        assert len(run["curve_success"]) == 100
+    assert list(tmp_path.glob("*.png")), "no figure written"
+    assert list(tmp_path.glob("*.md")), "no table written"
+
+
+class _GoUpPolicy:
+    """Walks to the junction and always turns up: in a trial (goal side fixed) every episode has the same outcome."""
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        at_junction = obs[:, 0] > 0.5
+        return np.where(at_junction, 0, 1), state  # 0 = up, 1 = right (also ends the episode from an arm)
+
+
+def test_evaluate_greedy_counts_trial_episodes() -> None:
+    import envs  # noqa: F401  (registers hqlt/TMazeTrials-v0)
+
+    spec = _rl.RunSpec(
+        task="trials",
+        env_id="hqlt/TMazeTrials-v0",
+        env_kwargs={"memory_length": 2, "episodes_per_trial": 4},
+        agent="hqlt",
+        seed=0,
+        total_timesteps=1,
+    )
+    result = _rl.evaluate_greedy(_GoUpPolicy(), spec, n_episodes=80, seed=3)
+    assert result["episodes"] == 80
+    by_k = result["by_trial_episode"]
+    assert len(by_k) == 4
+    # 20 trials (2 per env), one fixed outcome each: the same rate on every episode of the trial, and not all 0 or 1.
+    assert by_k == [by_k[0]] * 4
+    assert 0.0 < by_k[0] < 1.0
