@@ -107,6 +107,8 @@ class _ChunkMasks(NamedTuple):
     start_visible: torch.Tensor | None  # (B, 1, N, C, 1): g_t = [seg_t == 0]
     to_end: torch.Tensor | None  # (B, 1, N, C, 1): [seg_j == seg_last], j contributes to the chunk-end state
     keep_start: torch.Tensor | None  # (B, 1, N, 1, 1): g_last, the chunk-start state survives to the chunk end
+    strict: torch.Tensor | None = None  # (C, C) or (B, 1, N, C, C): j < t (and M_tj)
+    causal: torch.Tensor | None = None  # (C, C) or (B, 1, N, C, C): j <= t (and M_tj)
 
 
 def _check_inputs(
@@ -132,27 +134,59 @@ def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def _to_chunks(x: torch.Tensor, n: int, c: int) -> torch.Tensor:
-    """[B, N*C, H, *D] -> [B, H, N, C, *D]."""
+    """[B, N*C, H, *D] -> [B, H, N, C, *D], contiguous: one copy here spares a copy inside every matmul that reads it
+    (the batch dims B, H, N of the moved view do not fold into one), in the forward and the backward pass."""
     b, _, h = x.shape[:3]
-    return x.reshape(b, n, c, h, *x.shape[3:]).movedim(3, 1)  # (B, H, N, C, *D)
+    return x.reshape(b, n, c, h, *x.shape[3:]).movedim(3, 1).contiguous()  # (B, H, N, C, *D)
 
 
 def _from_chunks(x: torch.Tensor, steps: int) -> torch.Tensor:
     """[B, H, N, C, D] -> [B, T, H, D] (padding dropped)."""
     b, h, n, c, d = x.shape
-    return x.movedim(1, 3).reshape(b, n * c, h, d)[:, :steps]  # (B, T, H, D)
+    out = x.movedim(1, 3).reshape(b, n * c, h, d)  # (B, N*C, H, D)
+    return out if n * c == steps else out[:, :steps]  # a full-length slice would still cost a backward node
+
+
+_TRIL_CACHE: dict[tuple, torch.Tensor] = {}
+# The layers of a stack call the chunked forms with the same resets tensor: the masks are built once per call.
+_MASK_CACHE: list = []  # [resets, its version, key, masks] of the last call, or empty
+
+
+def _tril(c: int, diagonal: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Cached (C, C) lower-triangular ones (read-only: never modify the result in place)."""
+    key = (c, diagonal, dtype, device)
+    out = _TRIL_CACHE.get(key)
+    if out is None:
+        if len(_TRIL_CACHE) > 64:
+            _TRIL_CACHE.clear()
+        out = _TRIL_CACHE[key] = torch.ones(c, c, dtype=dtype, device=device).tril(diagonal)
+    return out
 
 
 def _chunk_masks(resets: torch.Tensor | None, pad: int, n: int, c: int, dtype: torch.dtype) -> _ChunkMasks:
-    if resets is None or not bool(resets.any()):
-        return _ChunkMasks(None, None, None, None)
+    if resets is None:
+        return _ChunkMasks(None, None, None, None, None, None)
+    key = (pad, n, c, dtype)
+    cacheable = not resets.is_inference() and not torch.compiler.is_compiling()
+    if cacheable and _MASK_CACHE and _MASK_CACHE[0] is resets and _MASK_CACHE[1] == resets._version and _MASK_CACHE[2] == key:
+        return _MASK_CACHE[3]
+    masks = _build_chunk_masks(resets, pad, n, c, dtype)
+    if cacheable:
+        _MASK_CACHE[:] = [resets, resets._version, key, masks]
+    return masks
+
+
+def _build_chunk_masks(resets: torch.Tensor, pad: int, n: int, c: int, dtype: torch.dtype) -> _ChunkMasks:
+    strict, causal = _tril(c, -1, dtype, resets.device), _tril(c, 0, dtype, resets.device)  # (C, C) each
+    if not bool(resets.any()):
+        return _ChunkMasks(None, None, None, None, strict, causal)
     r = _pad_time(resets.to(torch.bool), pad).reshape(-1, n, c)  # (B, N, C); padded steps never reset
     seg = torch.cumsum(r.to(torch.int64), dim=-1)  # (B, N, C)
     same = (seg.unsqueeze(-1) == seg.unsqueeze(-2)).to(dtype).unsqueeze(1)  # (B, 1, N, C, C)
     start_visible = (seg == 0).to(dtype)[:, None, :, :, None]  # (B, 1, N, C, 1)
     to_end = (seg == seg[..., -1:]).to(dtype)[:, None, :, :, None]  # (B, 1, N, C, 1)
     keep_start = (seg[..., -1] == 0).to(dtype)[:, None, :, None, None]  # (B, 1, N, 1, 1)
-    return _ChunkMasks(same, start_visible, to_end, keep_start)
+    return _ChunkMasks(same, start_visible, to_end, keep_start, same * strict, same * causal)
 
 
 def _chunk_scan(
@@ -168,6 +202,12 @@ def _chunk_scan(
     Returns (U [B, H, N, C, Dv], chunk-start states [B, H, N, Dv, Dk], final state [B, H, Dv, Dk]).
     """
     k_end = k if masks.to_end is None else k * masks.to_end  # (B, H, N, C, Dk)
+    if k.shape[2] == 1:  # one chunk: no loop, no unbind / stack
+        u = u0 if w is None else u0 - w @ initial_state.unsqueeze(2).transpose(-1, -2)  # (B, H, 1, C, Dv)
+        update = (u.transpose(-1, -2) @ k_end).squeeze(2)  # (B, H, Dv, Dk)
+        keep = None if masks.keep_start is None else masks.keep_start.squeeze(2)  # (B, 1, 1, 1)
+        final = initial_state + update if keep is None else initial_state * keep + update
+        return u, initial_state.unsqueeze(2), final
     # unbind (not indexing in the loop): its backward stacks the chunk gradients instead of N full-size scatters.
     u0s = u0.unbind(2)
     ws = [None] * len(u0s) if w is None else w.unbind(2)
@@ -187,14 +227,10 @@ def _chunk_outputs(
     q: torch.Tensor, k: torch.Tensor, u: torch.Tensor, starts: torch.Tensor, masks: _ChunkMasks
 ) -> torch.Tensor:
     """o_t = g_t S q_t + sum_{j <= t, same segment} (q_t . k_j) u_j, for all chunks at once -> [B, H, N, C, Dv]."""
-    c = q.shape[-2]
-    causal = torch.ones(c, c, dtype=q.dtype, device=q.device).tril()  # (C, C), diagonal included
-    scores = q @ k.transpose(-1, -2)  # (B, H, N, C, C)
+    causal = masks.causal if masks.causal is not None else _tril(q.shape[-2], 0, q.dtype, q.device)  # (C, C) / (B, 1, N, C, C)
+    scores = (q @ k.transpose(-1, -2)) * causal  # (B, H, N, C, C), diagonal included
     inter = q @ starts.transpose(-1, -2)  # (B, H, N, C, Dv)
-    if masks.same is None:
-        scores = scores * causal
-    else:
-        scores = scores * (masks.same * causal)
+    if masks.start_visible is not None:
         inter = inter * masks.start_visible
     return inter + scores @ u
 
@@ -221,8 +257,7 @@ def _delta_rule_pseudo_values_chunks(
     vc = _to_chunks(_pad_time(v, pad), n, c)  # (B, H, N, C, Dv)
     bc = _to_chunks(_pad_time(beta, pad), n, c).unsqueeze(-1)  # (B, H, N, C, 1)
 
-    strict = torch.ones(c, c, dtype=k.dtype, device=k.device).tril(-1)  # (C, C)
-    mask = strict if masks.same is None else masks.same * strict  # (C, C) or (B, 1, N, C, C)
+    mask = masks.strict if masks.strict is not None else _tril(c, -1, k.dtype, k.device)  # (C, C) or (B, 1, N, C, C)
     gram = (kc @ kc.transpose(-1, -2)) * mask  # (B, H, N, C, C), strictly lower
     # Unit lower triangular (the solve reads only the strict lower part when unitriangular=True).
     lower = bc * gram  # (B, H, N, C, C)
@@ -230,7 +265,7 @@ def _delta_rule_pseudo_values_chunks(
     rhs = bc * torch.cat([vc, k_start], dim=-1)  # (B, H, N, C, Dv + Dk)
     sol = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)  # (B, H, N, C, Dv + Dk)
     d_v = v.shape[-1]
-    u0, w = sol[..., :d_v], sol[..., d_v:]
+    u0, w = sol.split([d_v, sol.shape[-1] - d_v], dim=-1)  # one backward node for both
     u, starts, final = _chunk_scan(kc, u0, w, initial_state, masks)
     return kc, u, starts, final, masks, pad
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from memory import fast_weights as fw
 from memory.config import MemoryConfig
-from memory.kv import KVState, StepContext, WindowAttention, WindowContext, last_window, order_ring, read_slot, write_slot
+from memory.kv import KVState, StepContext, WindowAttention, WindowContext, next_ring, read_slot, write_slot
 
 KINDS = ("hqlt", "kv", "deltanet", "linear")
 
@@ -163,17 +163,19 @@ class HQLTLayer(nn.Module):
         h, dh = self.n_heads, self.d_head
         qkv = self.qkv(x).view(b, t, 3, h, dh)  # (B, T, 3, H, Dh)
         aux = None if self.aux is None else torch.sigmoid(self.aux(x))  # (B, T, n_beta + n_gate)
-        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, Dh)
+        qk, v = qkv.split([2, 1], dim=2)  # (B, T, 2, H, Dh), (B, T, 1, H, Dh): one backward node
+        v = v.squeeze(2)  # (B, T, H, Dh)
+        q, k = qk.unbind(dim=2)  # each (B, T, H, Dh)
         beta = gate = None
         if aux is not None:
+            aux_beta, aux_gate = aux.split([self.n_beta, self.n_gate], dim=-1)  # (B, T, H), (B, T, n_gate): one node
             if self.n_beta:
-                beta = aux[..., : self.n_beta]  # (B, T, H)
-                beta = beta * self.beta_scale if self.beta_scale != 1.0 else beta
+                beta = aux_beta * self.beta_scale if self.beta_scale != 1.0 else aux_beta
             if self.mixer == "vector":
-                gate = aux[..., self.n_beta :].view(b, t, h, dh)  # (B, T, H, Dh)
+                gate = aux_gate.view(b, t, h, dh)  # (B, T, H, Dh)
             elif self.mixer == "scalar":
-                gate = aux[..., self.n_beta :].view(b, t, h, 2)  # (B, T, H, 2)
-        return Projection(q, k, v, beta, gate, qkv[:, :, :2])
+                gate = aux_gate.view(b, t, h, 2)  # (B, T, H, 2)
+        return Projection(q, k, v, beta, gate, qk)
 
     def mix(self, o_fw: torch.Tensor | None, o_kv: torch.Tensor | None, gate: torch.Tensor | None) -> torch.Tensor:
         """Combine the branch outputs [B, T, H, Dh]; a single branch passes through."""
@@ -340,7 +342,7 @@ class HQLTLayer(nn.Module):
     def _parallel(self, proj: Projection, state: LayerState, starts: torch.Tensor, shared: dict | None = None):
         resets = None if self.carry else starts
         phi_qk = fw.phi(proj.qk)  # (B, T, 2, H, Dh): q and k at once
-        phi_q, phi_k = phi_qk[:, :, 0], phi_qk[:, :, 1]  # (B, T, H, Dh) each
+        phi_q, phi_k = phi_qk.unbind(2)  # (B, T, H, Dh) each
         if not self.has_kv:
             o_fw, w = self._write_parallel(phi_q, phi_k, proj.v, proj.beta, state.fw, resets)
             return o_fw, None, FWState(w)
@@ -363,14 +365,21 @@ class HQLTLayer(nn.Module):
         if self.blend == "delayed_stream":
             # FW at step t receives the context entry t (position p_t - S of the same episode) when p_t >= S.
             strength = proj.beta if proj.beta is not None else torch.ones_like(proj.q[..., 0])  # (B, T, H)
-            ctx_b = torch.cat((order_ring(state.betas, kv_state.position), strength.transpose(1, 2)), dim=2)  # (B, H, S+T)
-            ctx_fk = torch.cat((order_ring(state.fw_keys, kv_state.position), phi_k.transpose(1, 2)), dim=2)  # (B, H, S+T, Dh)
-            k_in = ctx_fk[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
-            v_in = ctx_v[:, :, :steps].transpose(1, 2)  # (B, T, H, Dh)
-            b_in = ctx_b[:, :, :steps].transpose(1, 2) * (pos >= s).to(v_in.dtype).unsqueeze(-1)  # (B, T, H)
+            ctx_b = torch.cat((state.betas, strength.transpose(1, 2)), dim=2)  # (B, H, S+T), ring layout
+            ctx_fk = torch.cat((state.fw_keys, phi_k.transpose(1, 2)), dim=2)  # (B, H, S+T, Dh), ring layout
+            # Entry t of the ordered context (position p_0 - S + t): ring slot (p_0 + t) mod S while t < S, else new t - S.
+            steps_idx = torch.arange(steps, device=pos.device)  # (T,)
+            in_idx = torch.where(
+                steps_idx < s, torch.remainder(kv_state.position.unsqueeze(1) + steps_idx, s), steps_idx
+            )  # (B, T)
+            idx4 = in_idx.view(-1, 1, steps, 1).expand(-1, ctx_v.shape[1], -1, ctx_v.shape[3])  # (B, H, T, Dh)
+            k_in = ctx_fk.gather(2, idx4).transpose(1, 2)  # (B, T, H, Dh)
+            v_in = ctx_v.gather(2, idx4).transpose(1, 2)  # (B, T, H, Dh)
+            b_in = ctx_b.gather(2, in_idx.unsqueeze(1).expand(-1, ctx_b.shape[1], -1)).transpose(1, 2)  # (B, T, H)
+            b_in = b_in * (pos >= s).to(v_in.dtype).unsqueeze(-1)  # (B, T, H)
             o_fw, w = self._write_parallel(phi_q, k_in, v_in, b_in, state.fw, resets)
-            betas = last_window(ctx_b, kv.position, s)  # (B, H, S)
-            return o_fw, o_kv, StreamState(kv, w, betas, last_window(ctx_fk, kv.position, s))
+            betas = next_ring(ctx_b.unsqueeze(-1), ctx.ring_index, ctx.ring_keep).squeeze(-1)  # (B, H, S)
+            return o_fw, o_kv, StreamState(kv, w, betas, next_ring(ctx_fk, ctx.ring_index, ctx.ring_keep))
 
         o_fw, w, w_read = self._parallel_chunk(proj, state, starts, pos, seg, phi_q, phi_k, resets)
         return o_fw, o_kv, ChunkState(kv, w, w_read)

@@ -8,8 +8,8 @@ an episode start is ``position = 0`` (slots are also zeroed, so both forms produ
 Two forms, tested against each other and against a plain per-episode reference in ``tests/``:
 
 - ``step``: one step, O(S) work, independent of the episode length (rollouts);
-- ``parallel``: T steps at once; the ordered cache is concatenated with the new keys and a
-  window + same-episode + valid mask is built (training).
+- ``parallel``: T steps at once; the cache (in ring layout) is concatenated with the new keys and a
+  window + same-episode + valid mask is built over their positions (training); the next ring is one gather.
 
 With rotary encoding, keys are cached *rotated* at their own position within the episode (q is rotated at
 its position when it attends), so a step costs no per-slot rotation; angles are computed in float64, so this
@@ -147,13 +147,34 @@ class StepContext(NamedTuple):
 
 
 class WindowContext(NamedTuple):
-    """What T steps need that depends only on positions (parallel form), built once per stack call."""
+    """What T steps need that depends only on positions (parallel form), built once per stack call.
+
+    The context of T new steps is the cache in *ring* layout (slot i, no reordering: attention does not care about
+    order, keys carry their rotation) followed by the T new pairs: N = S + T entries.
+    """
 
     pos: torch.Tensor  # (B, T) long, from step_positions
     seg: torch.Tensor  # (B, T) long
     cos: torch.Tensor | None  # (B, T, 1, 1, Dk)
     sin: torch.Tensor | None  # (B, T, 1, 1, Dk)
     mask: torch.Tensor  # (B, 1, T, S+T) bool: window + same episode + valid (+ same chunk)
+    ring_index: torch.Tensor | None = None  # (B, S) long: context entry that ring slot i holds after the T steps
+    ring_keep: torch.Tensor | None = None  # (B, 1, S, 1) 0/1 (values' dtype): slot i is valid after the T steps; None: all
+
+
+def next_ring(ctx: torch.Tensor, index: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Ring [B, H, S, ...] after T steps from a ring-layout context [B, H, S+T, ...] (see :class:`WindowContext`).
+
+    ``index`` [B, S] and ``keep`` [B, 1, S, 1] (None: every slot valid) from :meth:`WindowAttention.window_context`;
+    one gather and at most one multiply.
+    """
+    b, h, s = ctx.shape[0], ctx.shape[1], index.shape[1]
+    tail = ctx.shape[3:]
+    idx = index.view(b, 1, s, *([1] * len(tail))).expand(b, h, s, *tail)  # (B, H, S, ...)
+    ring = ctx.gather(2, idx)  # (B, H, S, ...)
+    if keep is None:
+        return ring
+    return ring * (keep if len(tail) == 1 else keep.view(b, 1, s, *([1] * len(tail))))
 
 
 class WindowAttention(nn.Module):
@@ -216,29 +237,43 @@ class WindowAttention(nn.Module):
         if self.rotary is not None:
             cos, sin = self.rotary.cos_sin(pos, dtype)  # (B, T, Dk)
             cos, sin = cos[:, :, None, None], sin[:, :, None, None]  # (B, T, 1, 1, Dk)
-        cache_pos = position.unsqueeze(1) - s + self.slots  # (B, S)
+        # Before the T steps, ring slot i holds position p - 1 - ((p - 1 - i) mod S) (valid when >= 0); context
+        # entries stay in ring layout.
+        last = position.unsqueeze(1) - 1  # (B, 1)
+        cache_pos = last - torch.remainder(last - self.slots, s)  # (B, S)
         ctx_pos = torch.cat((cache_pos, pos), dim=1)  # (B, S+T)
         ctx_seg = torch.cat((torch.zeros_like(cache_pos), seg), dim=1)  # (B, S+T)
         p_t, p_j = pos.unsqueeze(2), ctx_pos.unsqueeze(1)  # (B, T, 1), (B, 1, S+T)
         mask = (p_j >= 0) & (ctx_seg.unsqueeze(1) == seg.unsqueeze(2)) & (p_j <= p_t) & (p_j > p_t - s)  # (B, T, S+T)
         if self.chunked:
             mask = mask & (p_j >= p_t - torch.remainder(p_t, s))
-        return WindowContext(pos, seg, cos, sin, mask.unsqueeze(1))
+        # After the T steps, slot i holds position e - d with e the last position and d = (e - i) mod S: new step
+        # T-1-d when d < T (then in the last episode segment whenever e - d >= 0), else the same slot of the old
+        # ring (no episode start in the call); nothing when e - d < 0.
+        steps = pos.shape[1]
+        last = pos[:, -1:]  # (B, 1)
+        d = torch.remainder(last - self.slots, s)  # (B, S)
+        ring_index = torch.where(d < steps, s + steps - 1 - d, self.slots)  # (B, S)
+        valid = d <= last  # (B, S)
+        # One host read per stack call spares 2 multiplies per layer (and their backward) in the common case.
+        ring_keep = None if bool(valid.all()) else valid.to(dtype).unsqueeze(1).unsqueeze(-1)  # (B, 1, S, 1)
+        return WindowContext(pos, seg, cos, sin, mask.unsqueeze(1), ring_index, ring_keep)
 
     def parallel(
         self, qk: torch.Tensor, v: torch.Tensor, state: KVState, ctx: WindowContext
     ) -> tuple[torch.Tensor, KVState, tuple[torch.Tensor, torch.Tensor]]:
         """T steps. qk [B, T, 2, H, Dk] (raw query and key), v [B, H, T, Dv], ctx from :meth:`window_context`.
 
-        Returns (o [B, H, T, Dv], new state, (ctx_keys [B, H, S+T, Dk], ctx_values [B, H, S+T, Dv])): the
-        ordered cache followed by the new pairs, keys rotated at their positions.
+        Returns (o [B, H, T, Dv], new state, (ctx_keys [B, H, S+T, Dk], ctx_values [B, H, S+T, Dv])): the cache in
+        ring layout (slot i at index i) followed by the new pairs, keys rotated at their positions.
         """
         if ctx.cos is not None:
             qk = self.rotary.rotate(qk, ctx.cos, ctx.sin)  # q and k at once
-        q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # (B, H, T, Dk) each
-        ctx_k = torch.cat((order_ring(state.keys, state.position), k), dim=2)  # (B, H, S+T, Dk)
-        ctx_v = torch.cat((order_ring(state.values, state.position), v), dim=2)  # (B, H, S+T, Dv)
+        q, k = qk.transpose(1, 3).unbind(2)  # (B, H, T, Dk) each; unbind: one backward node for both
+        ctx_k = torch.cat((state.keys, k), dim=2)  # (B, H, S+T, Dk)
+        ctx_v = torch.cat((state.values, v), dim=2)  # (B, H, S+T, Dv)
         o = F.scaled_dot_product_attention(q, ctx_k, ctx_v, attn_mask=ctx.mask, scale=self.scale)  # (B, H, T, Dv)
         end = ctx.pos[:, -1] + 1  # (B,) position of the next step
-        new_state = KVState(last_window(ctx_k, end, self.window), last_window(ctx_v, end, self.window), end)
-        return o, new_state, (ctx_k, ctx_v)
+        keys = next_ring(ctx_k, ctx.ring_index, ctx.ring_keep)  # (B, H, S, Dk)
+        values = next_ring(ctx_v, ctx.ring_index, ctx.ring_keep)  # (B, H, S, Dv)
+        return o, KVState(keys, values, end), (ctx_k, ctx_v)
