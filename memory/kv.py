@@ -48,34 +48,6 @@ def step_positions(episode_starts: torch.Tensor, position: torch.Tensor) -> tupl
     return pos, seg
 
 
-def order_ring(ring: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """Ring [B, H, S, ...] -> the same entries ordered by position p - S .. p - 1 (oldest first)."""
-    b, _, s = ring.shape[:3]
-    idx = torch.remainder(position.unsqueeze(1) - s + torch.arange(s, device=ring.device), s)  # (B, S)
-    idx = idx.view(b, 1, s, *([1] * (ring.dim() - 3))).expand(-1, ring.shape[1], -1, *ring.shape[3:])
-    return ring.gather(2, idx)
-
-
-def to_ring(ordered: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`order_ring`: entries [B, H, S, ...] for positions p - S .. p - 1 -> ring slots."""
-    b, _, s = ordered.shape[:3]
-    idx = torch.remainder(torch.arange(s, device=ordered.device) - position.unsqueeze(1), s)  # (B, S)
-    idx = idx.view(b, 1, s, *([1] * (ordered.dim() - 3))).expand(-1, ordered.shape[1], -1, *ordered.shape[3:])
-    return ordered.gather(2, idx)
-
-
-def last_window(ctx: torch.Tensor, position: torch.Tensor, window: int) -> torch.Tensor:
-    """Ring [B, H, S, ...] for the next step from a context [B, H, N, ...] (N >= S) ending at position p - 1.
-
-    The last S entries are positions p - S .. p - 1; those with a negative position (earlier episodes) are
-    zeroed, so the ring matches the one of the one-step path exactly.
-    """
-    last = ctx[:, :, ctx.shape[2] - window :]  # (B, H, S, ...)
-    keep = position.unsqueeze(1) - window + torch.arange(window, device=ctx.device) >= 0  # (B, S)
-    last = last * keep.view(*keep.shape[:1], 1, window, *([1] * (ctx.dim() - 3))).to(ctx.dtype)
-    return to_ring(last, position)
-
-
 def write_slot(ring: torch.Tensor, slot: torch.Tensor, new: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Out-of-place write of ``new`` [B, H, ...] into ``ring`` [B, H, S, ...] at ``slot`` [B] (long).
 
