@@ -227,13 +227,16 @@ class SuccessAndProgress(BaseCallback):
             self.bar = None
 
 
-class Checkpointer(BaseCallback):
-    """Save model + RNG states (+ VecNormalize stats) every ``freq`` steps, at rollout boundaries."""
+class _Periodic(BaseCallback):
+    """Calls ``fire()`` at the first rollout boundary after every ``freq`` steps (0 disables it)."""
 
-    def __init__(self, run_dir: Path, freq: int, eval_env: VecEnv | None = None) -> None:
+    def __init__(self, freq: int) -> None:
         super().__init__()
-        self.run_dir, self.freq, self.eval_env = run_dir, freq, eval_env
+        self.freq = freq
         self.last = 0
+
+    def fire(self) -> Any:
+        raise NotImplementedError
 
     def _on_training_start(self) -> None:
         self.last = self.num_timesteps
@@ -243,7 +246,18 @@ class Checkpointer(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         if self.freq and self.num_timesteps - self.last >= self.freq:
-            self.save()
+            self.fire()
+
+
+class Checkpointer(_Periodic):
+    """Save model + RNG states (+ VecNormalize stats) every ``freq`` steps, at rollout boundaries."""
+
+    def __init__(self, run_dir: Path, freq: int, eval_env: VecEnv | None = None) -> None:
+        super().__init__(freq)
+        self.run_dir, self.eval_env = run_dir, eval_env
+
+    def fire(self) -> Path:
+        return self.save()
 
     def save(self) -> Path:
         self.last = self.num_timesteps
@@ -266,19 +280,18 @@ def save_checkpoint(model: Any, run_dir: Path, eval_env: VecEnv | None = None) -
     return zip_path
 
 
-class Evaluator(BaseCallback):
+class Evaluator(_Periodic):
     """EvalCallback-style: every ``freq`` steps run ``n_episodes`` on ``eval_env``; write evaluations.npz/json.
 
     Logs ``eval/success_rate``, ``eval/mean_reward``, ``eval/mean_ep_length``; keeps ``best_model.zip``.
     """
 
     def __init__(self, run_dir: Path, eval_env: VecEnv, freq: int, n_episodes: int, deterministic: bool) -> None:
-        super().__init__()
-        self.run_dir, self.eval_env, self.freq = run_dir, eval_env, freq
+        super().__init__(freq)
+        self.run_dir, self.eval_env = run_dir, eval_env
         self.n_episodes, self.deterministic = n_episodes, deterministic
         self.records: list[dict[str, Any]] = []
         self.arrays: dict[str, list[list[float]]] = {"results": [], "ep_lengths": [], "successes": []}
-        self.last = 0
         self.best = -np.inf
         self._load_previous()
 
@@ -297,15 +310,8 @@ class Evaluator(BaseCallback):
     def _score(record: dict[str, Any]) -> float:
         return record["success_rate"] if record["success_rate"] is not None else record["mean_reward"]
 
-    def _on_training_start(self) -> None:
-        self.last = self.num_timesteps
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.freq and self.num_timesteps - self.last >= self.freq:
-            self.evaluate()
+    def fire(self) -> dict[str, Any]:
+        return self.evaluate()
 
     def _on_training_end(self) -> None:
         if not self.records or self.records[-1]["timesteps"] != self.num_timesteps:
