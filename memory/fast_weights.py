@@ -126,6 +126,13 @@ def _check_inputs(
         raise ValueError(f"{name}: chunk_size must be a positive integer, got {chunk_size!r}")
 
 
+def _chunk_layout(steps: int, chunk_size: int) -> tuple[int, int, int]:
+    """(chunk length C, number of chunks N, padded steps) for a sequence of ``steps``."""
+    c = max(1, min(chunk_size, steps))
+    n = -(-steps // c)
+    return c, n, n * c - steps
+
+
 def _pad_time(x: torch.Tensor, pad: int) -> torch.Tensor:
     """Zero-pad dim 1 (time) at the end by ``pad`` steps."""
     if pad == 0:
@@ -248,9 +255,7 @@ def _delta_rule_pseudo_values_chunks(
     Returns (k chunks [B, H, N, C, Dk], U [B, H, N, C, Dv], chunk-start states [B, H, N, Dv, Dk], final state, masks, pad).
     """
     steps = k.shape[1]
-    c = max(1, min(chunk_size, steps))
-    n = -(-steps // c)
-    pad = n * c - steps
+    c, n, pad = _chunk_layout(steps, chunk_size)
     masks = _chunk_masks(resets, pad, n, c, k.dtype)
     # Padded steps have k = 0 and beta = 0: u = 0 there and the state passes through unchanged.
     kc = _to_chunks(_pad_time(k, pad), n, c)  # (B, H, N, C, Dk)
@@ -355,9 +360,7 @@ def sum_rule_chunked(
     steps = k.shape[1]
     if steps == 0:
         return v.new_zeros(v.shape), initial_state
-    c = max(1, min(chunk_size, steps))
-    n = -(-steps // c)
-    pad = n * c - steps
+    c, n, pad = _chunk_layout(steps, chunk_size)
     masks = _chunk_masks(resets, pad, n, c, k.dtype)
     qc = _to_chunks(_pad_time(q, pad), n, c)  # (B, H, N, C, Dk)
     kc = _to_chunks(_pad_time(k, pad), n, c)  # (B, H, N, C, Dk)
