@@ -3,6 +3,11 @@
 SB3's ``NatureCNN`` wants images of at least 36 x 36 pixels; the grids here are 3 x 3 to 7 x 7 cells whose values are
 category indices (object type, colour, state), not intensities. ``SymbolicGridExtractor`` embeds each channel's index
 (one table per channel) and runs a small same-padded conv net and a linear layer.
+
+Embedding then the first convolution is one linear map of the one-hot cells, so when gradients are needed the
+extractor folds the tables into the first kernel and convolves the one-hot grid instead: the same function and the
+same parameters, without the embedding's scatter-add backward and without a gradient for the conv's input (about a
+fifth less time for a training minibatch). Without gradients (rollouts) the plain embedding path is the faster one.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
         vocab = [int(high[..., i].max()) + 1 for i in range(c)]
         self.register_buffer("offsets", torch.tensor(np.cumsum([0, *vocab[:-1]]), dtype=torch.long), persistent=False)
         self.register_buffer("max_index", torch.tensor([v - 1 for v in vocab], dtype=torch.float32), persistent=False)
+        # channel_of[i]: the channel whose table holds row i of the embedding (for folding it into the first kernel).
+        channel_of = np.repeat(np.arange(c), vocab)
+        self.register_buffer("channel_of", torch.as_tensor(channel_of, dtype=torch.long), persistent=False)
         self.embed = nn.Embedding(sum(vocab), embed_dim)
         self.conv = nn.Sequential(
             nn.Conv2d(c * embed_dim, hidden_channels, 3, padding=1),
@@ -61,14 +69,32 @@ class SymbolicGridExtractor(BaseFeaturesExtractor):
             nn.Flatten(),
         )
         self.linear = nn.Sequential(nn.Linear(hidden_channels * h * w, features_dim), nn.ReLU())
+        self._after_first_conv = tuple(self.conv)[1:]  # plain tuple: not a second registration of the modules
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         """observations: (B, H, W, C) indices (any dtype) -> features (B, features_dim)."""
         b, h, w, c = observations.shape
         idx = torch.minimum(observations.float().round().clamp_min(0), self.max_index).long() + self.offsets  # (B, H, W, C)
+        if torch.is_grad_enabled():
+            x = self._first_conv_one_hot(idx)  # (B, O, H, W)
+            for layer in self._after_first_conv:
+                x = layer(x)
+            return self.linear(x)
         x = self.embed(idx)  # (B, H, W, C, E)
         x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2)  # (B, C * E, H, W)
         return self.linear(self.conv(x))
+
+    def _first_conv_one_hot(self, idx: torch.Tensor) -> torch.Tensor:
+        """conv1(embed(idx)) as a convolution of the one-hot grid [B, V, H, W] with the kernel
+        K[o, i] = sum_e W1[o, channel_of(i) * E + e] * embed[i, e] (V = all channels' rows)."""
+        b, h, w, c = idx.shape
+        conv1 = self.conv[0]
+        vocab, e = self.embed.weight.shape
+        one_hot = idx.new_zeros((b, vocab, h, w), dtype=conv1.weight.dtype)
+        one_hot.scatter_(1, idx.permute(0, 3, 1, 2), 1.0)  # (B, V, H, W): C ones per cell
+        w1 = conv1.weight.view(conv1.out_channels, c, e, *conv1.kernel_size)[:, self.channel_of]  # (O, V, E, kh, kw)
+        kernel = torch.einsum("ovekl,ve->ovkl", w1, self.embed.weight)  # (O, V, kh, kw)
+        return conv1._conv_forward(one_hot, kernel, conv1.bias)  # (B, O, H, W)
 
 
 def default_extractor_for(observation_space: spaces.Space) -> tuple[type[BaseFeaturesExtractor], dict] | None:

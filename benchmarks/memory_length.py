@@ -112,7 +112,9 @@ def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: 
     return specs
 
 
-def visual_match_specs(distractor: int, agents: list[str], seeds: list[int], quick: bool) -> list[RunSpec]:
+def visual_match_specs(
+    distractor: int, agents: list[str], seeds: list[int], quick: bool, budget: int | None = None
+) -> list[RunSpec]:
     ppo = dict(
         n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=5e-4, ent_coef=0.01, gamma=0.995, gae_lambda=0.95
     )
@@ -123,7 +125,7 @@ def visual_match_specs(distractor: int, agents: list[str], seeds: list[int], qui
             env_kwargs={"distractor_length": distractor},
             agent=agent,
             seed=seed,
-            total_timesteps=8_192 if quick else 1_000_000,
+            total_timesteps=budget or (8_192 if quick else 1_000_000),
             n_envs=8,
             ppo=ppo,
             memory_kwargs=memory_kwargs(agent),
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", nargs="+", default=None, choices=("tmaze", "visualmatch"))
     p.add_argument("--lengths", nargs="+", type=int, default=None, help=f"T-Maze memory lengths (full: {FULL_LENGTHS})")
     p.add_argument("--distractor", type=int, default=None, help="Visual Match distractor length (full: 250, quick: 20)")
+    p.add_argument("--vm-budget", type=int, default=None, help="Visual Match env steps per run (full: 1M, quick: 8k)")
     p.add_argument("--agents", nargs="+", default=None, choices=tuple(AGENT_LABELS), help=f"full: {FULL_AGENTS}")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
         specs += tmaze_specs(lengths, agents, seeds, quick)
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
-        specs += visual_match_specs(distractor, vm_agents, seeds, quick)
+        specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget)
     if args.report_only:
         from _rl import load_results
 

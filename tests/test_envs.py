@@ -400,6 +400,35 @@ def test_symbolic_extractor_shapes_and_index_sensitivity():
         SymbolicGridExtractor(spaces.Box(0, 1, (4,), np.float32))
 
 
+@pytest.mark.parametrize("env_id", ["hqlt/PassiveVisualMatch-v0", "hqlt/MiniGridMemoryS7-v0"])
+def test_symbolic_extractor_one_hot_path_equals_embedding_path(env_id):
+    """With gradients the extractor folds the embedding into the first kernel and convolves one-hot cells; that
+    must be the embedding path's function (outputs) with the embedding path's gradients for every parameter."""
+    import torch
+
+    from agents.extractors import SymbolicGridExtractor
+
+    torch.manual_seed(0)
+    space = gym.make(env_id).observation_space
+    ext = SymbolicGridExtractor(space, features_dim=16).double()
+    obs = torch.as_tensor(np.stack([space.sample() for _ in range(5)])).double()
+    params = list(ext.parameters())
+    fast = ext(obs)  # grad enabled: the one-hot path
+    with torch.no_grad():
+        plain = ext(obs)  # the embedding path
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+
+    b, h, w, c = obs.shape
+    idx = obs.long() + ext.offsets
+    ref = ext.linear(ext.conv(ext.embed(idx).reshape(b, h, w, -1).permute(0, 3, 1, 2)))  # embedding path, with grads
+    grad_out = torch.randn_like(ref)
+    got = torch.autograd.grad(fast, params, grad_out)
+    want = torch.autograd.grad(ref, params, grad_out)
+    for name, g, r in zip([n for n, _ in ext.named_parameters()], got, want):
+        assert g.abs().sum() > 0, name
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12, msg=name)
+
+
 @pytest.mark.parametrize("env_id", ["hqlt/PassiveVisualMatchShort-v0", "hqlt/MiniGridMemoryS7View3-v0"])
 def test_ppo_learns_with_symbolic_extractor(env_id):
     from stable_baselines3 import PPO
