@@ -9,7 +9,10 @@ Three rooms, one after the other (the agent is moved from one to the next when a
    (paper 20). Nothing here depends on the cue.
 3. **Recall** (at most ``final_time_limit`` steps): three squares on the top row, the cue's colour and two other
    colours in random order. Stepping onto the cue's colour gives ``final_reward`` (paper 100) and ends the episode
-   with success; another colour ends it with nothing. Running out of time ends it with ``truncated=True``.
+   with success; another colour ends it with nothing. Running out of time ends it with nothing too, as a
+   *terminal* failure (``terminated=True``): the deadline is a rule of the task, which a memory agent can count to,
+   not a cut of an endless episode. (Reported as ``truncated``, PPO would bootstrap the value of the recall room
+   there, and stalling until the deadline would earn as much as choosing: agents learned to never choose.)
 
 Grid and observations. Each room is 7 x 11 cells including its wall (5 x 9 inside). The agent sees a square
 ``view_size`` x ``view_size`` window (default 5) centred on itself, north up (allocentric orientation, no turning),
@@ -144,7 +147,7 @@ class PassiveVisualMatch(gym.Env):
                 if target != T_WALL:
                     self.r, self.c = nr, nc
                 if self.phase_t >= self.final_time_limit:
-                    truncated = True
+                    terminated = True  # a failure of the task, not a time-limit cut (see the module docstring)
                     info["success"] = False
         elif self.phase == DISTRACTOR_PHASE:
             if target != T_WALL:
