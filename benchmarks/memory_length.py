@@ -115,11 +115,28 @@ def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: 
     return specs
 
 
+def vm_seq_len(distractor: int) -> int:
+    """Training sequence (and n_steps) for Visual Match: a power of two >= twice the longest episode (15 cue + distractor
+    + 20 recall steps), so that most episodes lie inside one stored sequence and the choice's gradient reaches the
+    cue through the memory (a sequence boundary detaches the state). With 64-step sequences and a 60-step distractor
+    no episode fitted, and no agent could learn the task whatever its memory. RecurrentPPO gets the same n_steps
+    (its sequences are cut at rollout ends and episode starts)."""
+    return max(64, 1 << (2 * (15 + distractor + 20) - 1).bit_length())
+
+
 def visual_match_specs(
     distractor: int, agents: list[str], seeds: list[int], quick: bool, budget: int | None = None
 ) -> list[RunSpec]:
+    seq_len = vm_seq_len(distractor)
     ppo = dict(
-        n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=5e-4, ent_coef=0.01, gamma=0.995, gae_lambda=0.95
+        n_steps=seq_len,
+        seq_len=seq_len,
+        batch_size=2 * seq_len,
+        n_epochs=4,
+        learning_rate=5e-4,
+        ent_coef=0.01,
+        gamma=0.995,
+        gae_lambda=0.95,
     )
     return [
         RunSpec(
