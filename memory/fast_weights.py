@@ -174,7 +174,7 @@ def _chunk_masks(resets: torch.Tensor | None, pad: int, n: int, c: int, dtype: t
     if resets is None:
         return _ChunkMasks(None, None, None, None, None, None)
     key = (pad, n, c, dtype)
-    cacheable = not resets.is_inference() and not torch.compiler.is_compiling()
+    cacheable = not torch.compiler.is_compiling() and not resets.is_inference()
     if cacheable and _MASK_CACHE and _MASK_CACHE[0] is resets and _MASK_CACHE[1] == resets._version and _MASK_CACHE[2] == key:
         return _MASK_CACHE[3]
     masks = _build_chunk_masks(resets, pad, n, c, dtype)
@@ -185,7 +185,7 @@ def _chunk_masks(resets: torch.Tensor | None, pad: int, n: int, c: int, dtype: t
 
 def _build_chunk_masks(resets: torch.Tensor, pad: int, n: int, c: int, dtype: torch.dtype) -> _ChunkMasks:
     strict, causal = _tril(c, -1, dtype, resets.device), _tril(c, 0, dtype, resets.device)  # (C, C) each
-    if not bool(resets.any()):
+    if not torch.compiler.is_compiling() and not bool(resets.any()):
         return _ChunkMasks(None, None, None, None, strict, causal)
     r = _pad_time(resets.to(torch.bool), pad).reshape(-1, n, c)  # (B, N, C); padded steps never reset
     seg = torch.cumsum(r.to(torch.int64), dim=-1)  # (B, N, C)

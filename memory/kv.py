@@ -228,7 +228,8 @@ class WindowAttention(nn.Module):
         ring_index = torch.where(d < steps, s + steps - 1 - d, self.slots)  # (B, S)
         valid = d <= last  # (B, S)
         # One host read per stack call spares 2 multiplies per layer (and their backward) in the common case.
-        ring_keep = None if bool(valid.all()) else valid.to(dtype).unsqueeze(1).unsqueeze(-1)  # (B, 1, S, 1)
+        all_valid = not torch.compiler.is_compiling() and bool(valid.all())
+        ring_keep = None if all_valid else valid.to(dtype).unsqueeze(1).unsqueeze(-1)  # (B, 1, S, 1)
         return WindowContext(pos, seg, cos, sin, mask.unsqueeze(1), ring_index, ring_keep)
 
     def parallel(
