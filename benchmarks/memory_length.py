@@ -20,6 +20,8 @@ last 100 training episodes first reaches 0.9).
     python benchmarks/memory_length.py --quick             # a few minutes: L = 16, 1 seed, small budgets
     python benchmarks/memory_length.py                     # full sweep (hours on 2 cores; resumable)
     python benchmarks/memory_length.py --tasks tmaze --lengths 16 64 --seeds 0 1 2 --agents hqlt kv lstm
+    python benchmarks/memory_length.py --tasks tmaze --lengths 16 64 256 --agents hqlt --target-kl 0.02 \
+        --out benchmarks/results/stability        # a stability variant, kept in its own folder
 
 Results: ``benchmarks/results/memory_length.json`` (+ ``.md`` tables), figures under ``docs/img/``; ``--quick``
 writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
@@ -81,7 +83,23 @@ def memory_kwargs(agent: str) -> dict:
     return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=WINDOW)
 
 
-def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: bool) -> list[RunSpec]:
+def tmaze_specs(
+    lengths: list[int],
+    agents: list[str],
+    seeds: list[int],
+    quick: bool,
+    learning_rate: float | None = None,
+    target_kl: float | None = None,
+    budget_scale: float = 1.0,
+) -> list[RunSpec]:
+    """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` other than the defaults (1e-3, none, 1) make
+    a stability variant: its runs are labelled ``tkl<target_kl>-lr<lr>`` or ``lr<lr>`` and kept apart from the main
+    table (the main sweep ignores them)."""
+    variant = ""
+    if target_kl is not None:
+        variant = f"tkl{target_kl}-lr{learning_rate or 1e-3}"
+    elif learning_rate is not None:
+        variant = f"lr{learning_rate}"
     specs = []
     for length in lengths:
         seq_len = tmaze_seq_len(length)
@@ -90,11 +108,13 @@ def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: 
             seq_len=seq_len,
             batch_size=max(256, seq_len * 2),
             n_epochs=4,
-            learning_rate=1e-3,
+            learning_rate=learning_rate or 1e-3,
             ent_coef=0.01,
             gamma=tmaze_gamma(length),
             gae_lambda=0.95,
         )
+        if target_kl is not None:
+            ppo["target_kl"] = target_kl
         for agent in agents:
             for seed in seeds:
                 specs.append(
@@ -104,11 +124,12 @@ def tmaze_specs(lengths: list[int], agents: list[str], seeds: list[int], quick: 
                         env_kwargs={"memory_length": length, "time_limit": 2 * length},
                         agent=agent,
                         seed=seed,
-                        total_timesteps=tmaze_budget(length, quick),
+                        total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
                         n_envs=8,
                         ppo=ppo,
                         memory_kwargs=memory_kwargs(agent),
                         net_arch=[32],
+                        variant=variant,
                         eval_episodes=20 if quick else 100,
                     )
                 )
@@ -157,6 +178,15 @@ def visual_match_specs(
     ]
 
 
+def _by_agent(records: dict) -> dict:
+    """Records grouped by (task, agent) over seeds. One call of this script covers one setting (the main sweep, or
+    one stability variant written to its own --out folder), so a variant label does not split the groups."""
+    out: dict = {}
+    for (task, name), recs in group(records).items():
+        out.setdefault((task, name.split("-")[0]), []).extend(recs)
+    return out
+
+
 def _value(record: dict, key: str) -> float | None:
     if key == "eval":
         return record.get("eval", {}).get("success")
@@ -166,7 +196,7 @@ def _value(record: dict, key: str) -> float | None:
 
 
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
-    groups = group(records)
+    groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
     reach = kv_reach(N_LAYERS, WINDOW)
     lines = [
@@ -233,7 +263,7 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = group(records)
+    groups = _by_agent(records)
     out = []
     tm = [n for n in lengths if any(t == f"tmaze-L{n}" for t, _ in groups)]
     if tm:
@@ -299,6 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vm-budget", type=int, default=None, help="Visual Match env steps per run (full: 1M, quick: 8k)")
     p.add_argument("--agents", nargs="+", default=None, choices=tuple(AGENT_LABELS), help=f"full: {FULL_AGENTS}")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
+    p.add_argument("--lr", type=float, default=None, help="T-Maze learning rate (default 1e-3; a stability variant)")
+    p.add_argument("--target-kl", type=float, default=None, help="T-Maze PPO target_kl (a stability variant)")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
     p.add_argument("--force", action="store_true", help="rerun runs already in the results file")
@@ -317,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
 
     specs: list[RunSpec] = []
     if "tmaze" in tasks:
-        specs += tmaze_specs(lengths, agents, seeds, quick)
+        specs += tmaze_specs(lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale)
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
         specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget)
@@ -329,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         records = run_all(specs, results, workers=args.workers, force=args.force)
     text = tables(records, lengths, distractor)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "memory_length.md").write_text(text + "\n")
     print(text)
     for path in plots(records, lengths, distractor, img_dir):
