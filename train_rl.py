@@ -111,6 +111,7 @@ def ppo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         vf_coef=p.vf_coef,
         max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl,
+        dual_clip=p.dual_clip,
         normalize_advantage=p.normalize_advantage,
     )
 

@@ -91,6 +91,8 @@ class PPOConfig:
     """Gradient clipping norm."""
     target_kl: float | None = None
     """Stop an update's epochs early when the approximate KL exceeds this (none: never)."""
+    dual_clip: float | None = None
+    """Dual-clip PPO bound c > 1 on the objective of negative-advantage samples (none: SB3's objective)."""
     normalize_advantage: bool = True
     """Normalise advantages per minibatch."""
 
@@ -107,6 +109,10 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"config field 'ppo.{name}' must be in [0, 1], got {getattr(self, name)!r}")
+        if self.dual_clip is not None and not self.dual_clip > 1:
+            raise ValueError(
+                f"config field 'ppo.dual_clip' must be > 1 (typically 3), or none to disable it; got {self.dual_clip!r}"
+            )
 
 
 POLICIES = ("auto", "MlpMemoryPolicy", "CnnMemoryPolicy", "MultiInputMemoryPolicy")

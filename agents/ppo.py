@@ -46,6 +46,17 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def clipped_objective(
+    advantages: torch.Tensor, ratio: torch.Tensor, clip_range: float, dual_clip: float | None = None
+) -> torch.Tensor:
+    """PPO's per-sample surrogate min(r A, clip(r, 1 - eps, 1 + eps) A); with ``dual_clip`` = c, negative-advantage
+    samples get max(that, c A) instead (dual-clip PPO), which bounds them as r grows."""
+    objective = torch.min(advantages * ratio, advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range))
+    if dual_clip is None:
+        return objective
+    return torch.where(advantages < 0, torch.max(objective, dual_clip * advantages), objective)
+
+
 class MemoryPPO(OnPolicyAlgorithm):
     """Proximal Policy Optimization with a sequence memory (HQLT, KV, DeltaNet, LSTM, GRU, ...).
 
@@ -54,6 +65,10 @@ class MemoryPPO(OnPolicyAlgorithm):
     :param seq_len: length of the training sequences; the policy state is stored once per sequence and
         ``n_steps`` must be a multiple of it.
     :param batch_size: minibatch size in steps, a multiple of ``seq_len`` (``batch_size // seq_len`` sequences).
+    :param dual_clip: None (SB3's objective) or c > 1: dual-clip PPO (Ye et al. 2020). For a negative advantage
+        the clipped objective min(r A, clip(r) A) is unbounded below as the ratio r grows; dual clip bounds it by
+        c A, so a few samples whose probability ratio explodes (a rare action of a near-deterministic policy)
+        cannot dominate an update. Typical c: 3.
 
     Choose the memory with ``policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(d_model=64, window=32))``;
     see :class:`~agents.policies.MemoryActorCriticPolicy` for the other options.
@@ -87,6 +102,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         use_sde: bool = False,
         sde_sample_freq: int = -1,
         target_kl: float | None = None,
+        dual_clip: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -147,6 +163,10 @@ class MemoryPPO(OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        bad_number = isinstance(dual_clip, bool) or not isinstance(dual_clip, (int, float))
+        if dual_clip is not None and (bad_number or not dual_clip > 1):
+            raise ValueError(f"MemoryPPO 'dual_clip'={dual_clip!r} must be a number > 1 (typically 3), or None to disable it")
+        self.dual_clip = None if dual_clip is None else float(dual_clip)
         self._last_memory_state: MemoryPolicyState | None = None
         if _init_setup_model:
             self._setup_model()
@@ -344,9 +364,7 @@ class MemoryPPO(OnPolicyAlgorithm):
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
                 ratio = torch.exp(log_prob - old_log_prob)
-                policy_loss_1 = advantages * ratio
-                policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
+                policy_loss = -clipped_objective(advantages, ratio, clip_range, self.dual_clip).mean()
                 pg_losses.append(policy_loss.item())
                 clip_fractions.append(torch.mean((torch.abs(ratio - 1) > clip_range).float()).item())
 

@@ -91,12 +91,15 @@ def tmaze_specs(
     learning_rate: float | None = None,
     target_kl: float | None = None,
     budget_scale: float = 1.0,
+    dual_clip: float | None = None,
 ) -> list[RunSpec]:
-    """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` other than the defaults (1e-3, none, 1) make
-    a stability variant: its runs are labelled ``tkl<target_kl>-lr<lr>`` or ``lr<lr>`` and kept apart from the main
-    table (the main sweep ignores them)."""
+    """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
+    none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
+    ``lr<lr>`` and kept apart from the main table (the main sweep ignores them)."""
     variant = ""
-    if target_kl is not None:
+    if dual_clip is not None:
+        variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
+    elif target_kl is not None:
         variant = f"tkl{target_kl}-lr{learning_rate or 1e-3}"
     elif learning_rate is not None:
         variant = f"lr{learning_rate}"
@@ -115,6 +118,8 @@ def tmaze_specs(
         )
         if target_kl is not None:
             ppo["target_kl"] = target_kl
+        if dual_clip is not None:
+            ppo["dual_clip"] = dual_clip
         for agent in agents:
             for seed in seeds:
                 specs.append(
@@ -331,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--lr", type=float, default=None, help="T-Maze learning rate (default 1e-3; a stability variant)")
     p.add_argument("--target-kl", type=float, default=None, help="T-Maze PPO target_kl (a stability variant)")
+    p.add_argument("--dual-clip", type=float, default=None, help="T-Maze dual-clip PPO bound (a stability variant)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 
     specs: list[RunSpec] = []
     if "tmaze" in tasks:
-        specs += tmaze_specs(lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale)
+        specs += tmaze_specs(lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale, args.dual_clip)
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
         specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget)

@@ -408,3 +408,33 @@ def test_subproc_callbacks_tensorboard_progress_bar(tmp_path) -> None:
     MemoryPPO.load(checkpoints[-1])  # a checkpoint is a loadable MemoryPPO
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert (tmp_path / "tb" / "MemoryPPO_1").is_dir()
+
+
+def test_dual_clip_objective() -> None:
+    """Without dual clip: SB3's min(r A, clip(r) A). With c: negative-advantage samples are bounded below by c A, so a
+    sample whose ratio explodes neither dominates the loss nor gets a gradient; positive advantages are unchanged."""
+    from agents.ppo import clipped_objective
+
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0, -1.0, -2.0])
+    ratio = torch.tensor([0.5, 3.0, 0.5, 1.1, 50.0, 4.0], requires_grad=True)
+    plain = clipped_objective(adv, ratio, 0.2)
+    torch.testing.assert_close(plain, torch.min(adv * ratio, adv * ratio.clamp(0.8, 1.2)))
+    dual = clipped_objective(adv, ratio, 0.2, dual_clip=3.0)
+    torch.testing.assert_close(dual[:4], plain[:4])  # A > 0, or A < 0 with r below c: as before
+    torch.testing.assert_close(dual[4:], torch.tensor([-3.0, -6.0]))  # r > c: max(r A, c A) = c A
+    (grad,) = torch.autograd.grad(dual.sum(), ratio)
+    assert grad[4] == 0 and grad[5] == 0 and grad[3] == -1.0  # bounded samples pass no gradient to the ratio
+    assert plain[4].item() == -50.0  # ... which SB3's objective would have let through
+
+
+def test_dual_clip_validation_and_training() -> None:
+    env = make_env()
+    for bad in (1.0, 0.5, True, "3"):
+        with pytest.raises(ValueError, match="dual_clip"):
+            MemoryPPO("MlpMemoryPolicy", env, n_steps=16, seq_len=8, batch_size=16, dual_clip=bad)
+    model = MemoryPPO(
+        "MlpMemoryPolicy", env, n_steps=16, seq_len=8, batch_size=16, dual_clip=3,
+        policy_kwargs=dict(memory="hqlt", memory_kwargs=TINY), seed=0, device="cpu",
+    )
+    model.learn(64)
+    assert model.dual_clip == 3.0 and model.num_timesteps >= 64
