@@ -391,6 +391,12 @@ def group(records: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict
     return out
 
 
+def wall_time_line(records: dict[str, dict[str, Any]], note: str = "") -> str:
+    """``Sum of per-run wall times: X min over N runs<note>.`` (training + greedy evaluation of each record)."""
+    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
+    return f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs{note}."
+
+
 def fmt_steps(values: Sequence[int | None]) -> str:
     """Steps-to-success over seeds: median of those that got there, and how many did (e.g. ``42k (2/3)``)."""
     got = [v for v in values if v is not None]

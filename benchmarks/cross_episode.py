@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rl import IMG_DIR, RESULTS_DIR, RunSpec, fmt_pm, group, load_results, run_all  # noqa: E402
+from _rl import IMG_DIR, RESULTS_DIR, RunSpec, fmt_pm, group, load_results, run_all, wall_time_line  # noqa: E402
 
 K = 4
 CORRIDOR = 4
@@ -93,9 +93,7 @@ def tables(records: dict) -> str:
         later = fmt_pm([float(np.mean(r["eval"]["by_trial_episode"][1:])) for r in recs])
         lines.append(f"| {label} | {len(recs)} | " + " | ".join(train + greedy) + f" | {later} |")
     budgets = sorted({r["spec"]["total_timesteps"] for r in records.values()})
-    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
-    lines += ["", f"Budget: {', '.join(f'{b:,}' for b in budgets)} env steps per run. "
-              f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs."]
+    lines += ["", f"Budget: {', '.join(f'{b:,}' for b in budgets)} env steps per run. " + wall_time_line(records)]
     return "\n".join(lines)
 
 

@@ -47,6 +47,7 @@ from _rl import (  # noqa: E402
     kv_reach,
     plot_curves,
     run_all,
+    wall_time_line,
 )
 
 WINDOW = 16
@@ -257,8 +258,7 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
                     f"{fmt_pm([r.get('eval', {}).get('success') for r in recs])} | "
                     f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
                 )
-    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
-    lines += ["", f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs (1 torch thread each)."]
+    lines += ["", wall_time_line(records, " (1 torch thread each)")]
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ from _rl import (  # noqa: E402
     load_results,
     plot_curves,
     run_all,
+    wall_time_line,
 )
 
 FULL_BUDGETS = {7: 500_000, 11: 1_000_000}
@@ -75,8 +76,7 @@ def tables(records: dict, sizes: list[int]) -> str:
                 f"{fmt_pm([r['final_train_success'] for r in recs])} | {greedy} | "
                 f"{fmt_steps([r['steps_to_success'] for r in recs])} | {fps:.0f} |"
             )
-    wall = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records.values())
-    lines += ["", f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs."]
+    lines += ["", wall_time_line(records)]
     return "\n".join(lines)
 
 
