@@ -113,6 +113,8 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     rng = np.random.default_rng(seed)
     if memory_name == "hqlt_sum":  # HQLT with the sum rule in place of the delta rule
         memory_name, fields = "hqlt", dict(fields, fw_rule="sum")
+    if getattr(args, "short_conv", 0):
+        fields = dict(fields, short_conv=args.short_conv)
     model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS), help="tasks to run")
     parser.add_argument("--models", nargs="+", default=None, help="labels (substrings) of the models to run")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (the best is reported, as in the paper)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")
     parser.add_argument("--steps", type=int, default=None, help="training steps per model")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--eval-batch", type=int, default=64)
@@ -200,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-min", type=int, default=40)
     parser.add_argument("--test-max", type=int, default=256)
     parser.add_argument("--test-stride", type=int, default=None)
+    parser.add_argument(
+        "--short-conv", type=int, default=0, help="kernel of the short q/k/v convolutions of every model (0: none)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     results: dict[str, dict[str, dict]] = {}
     wall = time.perf_counter()
-    jobs = [(t, label, name, fields, seed) for t in tasks for label, name, fields in models for seed in range(args.seeds)]
+    jobs = [(t, label, name, fields, seed) for t in tasks for label, name, fields in models
+            for seed in range(args.first_seed, args.first_seed + args.seeds)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         outcomes = pool.map(_run_job, [(t, name, fields, args, seed) for t, _, name, fields, seed in jobs])
         for (task_name, label, _, _, seed), run in zip(jobs, outcomes):

@@ -35,6 +35,9 @@ class MemoryConfig:
     """Rotary position encoding on the KV branch (positions count from the episode start)."""
     rope_base: float = 10000.0
     """Base of the rotary frequencies."""
+    short_conv: int = 0
+    """Kernel size of causal depthwise convolutions over time on q, k and v (v then goes through SiLU), as in the
+    paper authors' DeltaNet/HQLT layers (they use 4); 0 turns them off. They never reach across an episode start."""
     carry_fw_across_episodes: bool = False
     """Fast weights survive episode starts (the KV window still resets)."""
     chunk_size: int = 32
@@ -52,6 +55,10 @@ class MemoryConfig:
 
         for name in ("d_model", "n_layers", "n_heads", "window", "chunk_size"):
             positive_int(name)
+        if isinstance(self.short_conv, bool) or not isinstance(self.short_conv, int) or self.short_conv < 0:
+            raise ValueError(
+                f"memory config field 'short_conv' must be a kernel size >= 0 (0: no convolution), got {self.short_conv!r}"
+            )
         if self.d_model % self.n_heads != 0:
             raise ValueError(
                 f"memory config field 'n_heads'={self.n_heads} must divide 'd_model'={self.d_model}; "

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from memory import fast_weights as fw
@@ -72,7 +73,14 @@ class ChunkState(NamedTuple):
     fw_read: torch.Tensor  # (B, H, Dv, Dk), what the current chunk reads
 
 
-LayerState = FWState | KVOnlyState | SyncState | StreamState | ChunkState
+class ConvLayerState(NamedTuple):
+    """Any of the states above plus the short convolution's input history (``short_conv`` > 0)."""
+
+    inner: FWState | KVOnlyState | SyncState | StreamState | ChunkState
+    conv: torch.Tensor  # (B, K-1, 3D): the last K-1 projections q|k|v before the convolution; zeros before an episode start
+
+
+LayerState = FWState | KVOnlyState | SyncState | StreamState | ChunkState | ConvLayerState
 
 
 class Projection(NamedTuple):
@@ -116,6 +124,44 @@ def _pseudo_values(k, v, beta, state, resets, chunk_size):
     return torch.stack(us, dim=1)
 
 
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time with kernel ``kernel`` on ``channels`` channels; SiLU on channels from
+    ``silu_from`` on. out_t = sum_j w[:, K-1-j] * x_{t-j}, where x_{t-j} counts only if step t-j lies in the
+    same episode as step t (the history is zero before an episode start, as if every episode were zero-padded).
+
+    The history (the last K-1 inputs) is carried between calls, so T steps in one call equal T one-step calls.
+    """
+
+    def __init__(self, channels: int, kernel: int, silu_from: int) -> None:
+        super().__init__()
+        self.kernel, self.silu_from = kernel, silu_from
+        self.weight = nn.Parameter(torch.empty(channels, kernel))
+        bound = kernel**-0.5  # nn.Conv1d's default for a depthwise kernel (fan-in = kernel)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def initial_history(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return torch.zeros(batch_size, self.kernel - 1, self.weight.shape[0], device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, history: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C], history [B, K-1, C], starts [B, T] bool -> (y [B, T, C], new history [B, K-1, C])."""
+        k, steps = self.kernel, x.shape[1]
+        ext = torch.cat((history, x), dim=1)  # (B, K-1+T, C): entry K-1+t is step t
+        t = torch.arange(steps, device=x.device)
+        last = torch.where(starts, t, -1).cummax(dim=1).values  # (B, T): last episode start at or before t, -1: none
+        age = torch.where(last >= 0, t - last, k)  # (B, T): steps since that start (>= k: the whole kernel is valid)
+        y = ext[:, k - 1 :] * self.weight[:, k - 1]  # (B, T, C): the current step
+        for j in range(1, k):
+            tap = ext[:, k - 1 - j : k - 1 - j + steps] * self.weight[:, k - 1 - j]  # (B, T, C): x_{t-j}
+            y = y + tap * (age >= j).to(x.dtype).unsqueeze(-1)
+        # New history: steps T-K+1 .. T-1, zeroed when they precede the call's last episode start.
+        u = torch.arange(steps - k + 1, steps, device=x.device)  # (K-1,)
+        last_start = torch.where(last[:, -1:] >= 0, last[:, -1:], -k)  # (B, 1)
+        new_history = ext[:, steps:] * (u >= last_start).to(x.dtype).unsqueeze(-1)  # (B, K-1, C)
+        if self.silu_from < y.shape[-1]:
+            y = torch.cat((y[..., : self.silu_from], F.silu(y[..., self.silu_from :])), dim=-1)
+        return y, new_history
+
+
 def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[B] bool -> broadcastable against ``like`` [B, ...]."""
     return mask.view(-1, *([1] * (like.dim() - 1)))
@@ -153,15 +199,19 @@ class HQLTLayer(nn.Module):
                 self.d_head, self.window, rope=config.rope, rope_base=config.rope_base, chunked=self.blend == "delayed_chunk"
             )
         self.beta_scale = 2.0 if config.allow_neg_eigval else 1.0
+        self.short_conv = ShortConv(3 * d, config.short_conv, silu_from=2 * d) if config.short_conv > 0 else None
         self.last_stats: dict[str, torch.Tensor] = {}
 
     # --- pieces shared by every path (and by the test reference) ---
 
-    def project(self, x: torch.Tensor) -> Projection:
-        """x [B, T, D] -> q, k, v [B, T, H, Dh], beta [B, T, H] (or None), gate (or None)."""
+    def project(self, x: torch.Tensor, qkv: torch.Tensor | None = None) -> Projection:
+        """x [B, T, D] -> q, k, v [B, T, H, Dh], beta [B, T, H] (or None), gate (or None).
+
+        ``qkv`` [B, T, 3D]: the q|k|v projections to use in place of ``self.qkv(x)`` (after the short convolution).
+        """
         b, t, _ = x.shape
         h, dh = self.n_heads, self.d_head
-        qkv = self.qkv(x).view(b, t, 3, h, dh)  # (B, T, 3, H, Dh)
+        qkv = (self.qkv(x) if qkv is None else qkv).view(b, t, 3, h, dh)  # (B, T, 3, H, Dh)
         aux = None if self.aux is None else torch.sigmoid(self.aux(x))  # (B, T, n_beta + n_gate)
         qk, v = qkv.split([2, 1], dim=2)  # (B, T, 2, H, Dh), (B, T, 1, H, Dh): one backward node
         v = v.squeeze(2)  # (B, T, H, Dh)
@@ -190,6 +240,12 @@ class HQLTLayer(nn.Module):
         return torch.lerp(o_kv, o_fw, gate)  # g * o_fw + (1 - g) * o_kv in one op
 
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
+        inner = self._initial_inner_state(batch_size, device, dtype)
+        if self.short_conv is None:
+            return inner
+        return ConvLayerState(inner, self.short_conv.initial_history(batch_size, device, dtype))
+
+    def _initial_inner_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
         h, dh = self.n_heads, self.d_head
         w = torch.zeros(batch_size, h, dh, dh, device=device, dtype=dtype)
         if not self.has_kv:
@@ -212,11 +268,17 @@ class HQLTLayer(nn.Module):
         ``shared``: a dict that the layers of one stack call pass along, so that position-only tensors (positions,
         rotary tables, attention masks) are built by the first layer and reused by the others.
         """
-        proj = self.project(x)
-        o_fw, o_kv, state = self.branches(proj, state, episode_starts, shared)
-        o = self.mix(o_fw, o_kv, proj.gate)
-        self._record(proj, state)
-        return o, state
+        if self.short_conv is None:
+            proj = self.project(x)
+            o_fw, o_kv, state = self.branches(proj, state, episode_starts, shared)
+            self._record(proj, state)
+        else:
+            qkv, history = self.short_conv(self.qkv(x), state.conv, episode_starts)
+            proj = self.project(x, qkv)
+            o_fw, o_kv, inner = self.branches(proj, state.inner, episode_starts, shared)
+            self._record(proj, inner)
+            state = ConvLayerState(inner, history)
+        return self.mix(o_fw, o_kv, proj.gate), state
 
     def branches(
         self, proj: Projection, state: LayerState, episode_starts: torch.Tensor, shared: dict | None = None

@@ -93,12 +93,16 @@ def test_compile_flag_survives_save_and_load(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["hqlt", "kv", "deltanet"])
-def test_compiled_replay_equals_eager(kind):
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [("hqlt", {}), ("kv", {}), ("deltanet", {}), ("hqlt", {"short_conv": 4})],
+    ids=["hqlt", "kv", "deltanet", "hqlt-conv"],
+)
+def test_compiled_replay_equals_eager(kind, extra):
     """Outputs, final state and every gradient of the compiled replay match the eager forward (float32 round-off),
     with resets in the middle of the sequence and with none (the compiled graph takes the masked form for both)."""
     torch.manual_seed(0)
-    mem = build_memory(kind, d_model=32, n_layers=2, n_heads=2, window=8)
+    mem = build_memory(kind, d_model=32, n_layers=2, n_heads=2, window=8, **extra)
     b, t = 3, 16
     with torch.no_grad():  # a state partway into episodes, cache full
         _, state = mem(torch.randn(b, 20, 32), mem.initial_state(b), torch.zeros(b, 20, dtype=torch.bool))

@@ -42,11 +42,29 @@ def delta_write(w, k, v, beta):
     return w + (beta.unsqueeze(-1) * (v - v_old)).unsqueeze(-1) * k.unsqueeze(-2)
 
 
+def reference_short_conv(layer: HQLTLayer, x: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """q|k|v [B, T, 3D] after the short convolution, from a fresh state: per step, the kernel's taps over the
+    earlier steps of the same episode only; SiLU on v."""
+    raw = layer.qkv(x)  # (B, T, 3D)
+    w = layer.short_conv.weight  # (3D, K): column K-1 multiplies the current step
+    k, d = w.shape[1], layer.config.d_model
+    out = torch.zeros_like(raw)
+    for b in range(raw.shape[0]):
+        episode_start = 0
+        for t in range(raw.shape[1]):
+            if starts[b, t]:
+                episode_start = t
+            for j in range(min(k, t - episode_start + 1)):
+                out[b, t] += w[:, k - 1 - j] * raw[b, t - j]
+    out[..., 2 * d :] = torch.nn.functional.silu(out[..., 2 * d :])
+    return out
+
+
 def reference_layer(layer: HQLTLayer, x: torch.Tensor, starts: torch.Tensor):
     """Branch outputs (o_fw, o_kv) [B, T, H, Dh] (None for an absent branch) from a fresh state."""
     cfg = layer.config
     s, carry, blend = cfg.window, cfg.carry_fw_across_episodes, layer.blend
-    proj = layer.project(x)
+    proj = layer.project(x) if layer.short_conv is None else layer.project(x, reference_short_conv(layer, x, starts))
     b_sz, steps, h, d = proj.q.shape
     o_fw = torch.zeros(b_sz, steps, h, d, dtype=x.dtype) if layer.has_fw else None
     o_kv = torch.zeros(b_sz, steps, h, d, dtype=x.dtype) if layer.has_kv else None
@@ -96,6 +114,11 @@ def layer_cases():
     yield pytest.param("hqlt", dict(blend="synchronous", rope=False, allow_neg_eigval=False), id="hqlt-sync-vector-norope")
     for b in BLENDS:
         yield pytest.param("hqlt", dict(blend=b, fw_rule="sum"), id=f"hqlt-{SHORT[b]}-vector-sumrule")
+    for b in BLENDS:
+        yield pytest.param("hqlt", dict(blend=b, short_conv=4), id=f"hqlt-{SHORT[b]}-vector-conv")
+    yield pytest.param("hqlt", dict(short_conv=3, carry_fw_across_episodes=True), id="hqlt-sync-vector-carry-conv")
+    for kind in ("kv", "deltanet", "linear"):
+        yield pytest.param(kind, dict(short_conv=4), id=f"{kind}-conv")
 
 
 @pytest.mark.parametrize("shape", [(2, 37), (1, 20)], ids=lambda s: f"B{s[0]}-T{s[1]}")
@@ -238,6 +261,8 @@ def test_carry_fw_across_episodes(blend):
         (dict(carry_fw_across_episodes="yes"), "carry_fw_across_episodes"),
         (dict(mlp_ratio=0.0), "mlp_ratio"),
         (dict(fw_rule="hebb"), "fw_rule"),
+        (dict(short_conv=-1), "short_conv"),
+        (dict(short_conv=2.5), "short_conv"),
         (dict(windw=4), "windw"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

@@ -26,6 +26,12 @@ CARRY_CASES = [
 ] + [pytest.param(n, dict(carry_fw_across_episodes=True), id=f"{n}-carry") for n in ("deltanet", "linear")]
 SUM_RULE_CASES = [pytest.param("hqlt", dict(blend=b, fw_rule="sum"), id=f"hqlt-{SHORT[b]}-vector-sumrule") for b in BLENDS]
 CASES += SUM_RULE_CASES
+# Short convolutions on q, k, v (kernel 3 here, so that two episode starts in a row and a 2-step first episode
+# fall inside one kernel span).
+CONV_CASES = [pytest.param("hqlt", dict(blend=b, short_conv=3), id=f"hqlt-{SHORT[b]}-vector-conv") for b in BLENDS]
+CONV_CASES += [pytest.param(n, dict(short_conv=3), id=f"{n}-conv") for n in ("kv", "deltanet")]
+CASES += CONV_CASES
+CARRY_CASES += [pytest.param("hqlt", dict(carry_fw_across_episodes=True, short_conv=3), id="hqlt-sync-vector-carry-conv")]
 
 
 def make(name: str, cfg: dict) -> torch.nn.Module:
