@@ -89,14 +89,16 @@ def make_env(n_envs: int = 2, seed: int = 0, **kwargs: Any) -> DummyVecEnv:
 POLICY = {"box": "MlpMemoryPolicy", "image": "CnnMemoryPolicy", "dict": "MultiInputMemoryPolicy"}
 
 
-def make_model(env, memory: str = "gru", obs: str = "box", seed: int = 0, **policy: Any) -> MemoryPPO:
+def make_model(
+    env, memory: str = "gru", obs: str = "box", seed: int = 0, memory_extra: dict | None = None, **policy: Any
+) -> MemoryPPO:
     kwargs: dict[str, Any] = dict(n_steps=16, seq_len=8, batch_size=16, n_epochs=2, seed=seed, device="cpu")
     if obs == "image":
         policy.setdefault("features_extractor_kwargs", dict(features_dim=32))
     return MemoryPPO(
         POLICY[obs],
         env,
-        policy_kwargs=dict(memory=memory, memory_kwargs=dict(TINY), net_arch=[16], **policy),
+        policy_kwargs=dict(memory=memory, memory_kwargs=dict(TINY, **(memory_extra or {})), net_arch=[16], **policy),
         **kwargs,
     )
 
@@ -217,12 +219,17 @@ REPLAY = [
     ("hqlt", "dict", "box", dict(prev_action_reward=True, critic_memory=True)),
     ("kv", "box", "multidiscrete", dict(prev_action_reward=True)),
     ("deltanet", "box", "discrete", {}),
+    ("hqlt", "box", "discrete", dict(memory_extra=dict(short_conv=3))),
     ("lstm", "image", "discrete", {}),
     ("gru", "box", "box", dict(prev_action_reward=True)),
 ]
 
 
-@pytest.mark.parametrize("memory,obs,act,options", REPLAY, ids=[f"{m}-{o}-{a}" for m, o, a, _ in REPLAY])
+@pytest.mark.parametrize(
+    "memory,obs,act,options",
+    REPLAY,
+    ids=[f"{m}-{o}-{a}" + ("-conv" if "memory_extra" in opt else "") for m, o, a, opt in REPLAY],
+)
 def test_replay_matches_rollout(memory: str, obs: str, act: str, options: dict) -> None:
     """Before any gradient step, replaying stored sequences reproduces the rollout's values and log-probs."""
     env = make_env(n_envs=3, obs=obs, act=act, min_len=2, max_len=6)
