@@ -445,3 +445,16 @@ def test_dual_clip_validation_and_training() -> None:
     )
     model.learn(64)
     assert model.dual_clip == 3.0 and model.num_timesteps >= 64
+
+
+def test_default_optimizer_matches_sb3_ppo() -> None:
+    """Without optimizer_kwargs, Adam gets SB3's eps = 1e-5 (as PPO and RecurrentPPO do), not torch's 1e-8;
+    optimizer_kwargs given by the user are kept as they are."""
+    env = make_env(n_envs=1)
+    sb3_eps = PPO("MlpPolicy", env, n_steps=16, batch_size=16).policy.optimizer.defaults["eps"]
+    ours = make_model(env, "hqlt").policy.optimizer.defaults
+    assert ours["eps"] == sb3_eps == 1e-5
+    custom = make_model(env, "hqlt", optimizer_kwargs=dict(eps=1e-3, fused=False)).policy.optimizer.defaults
+    assert custom["eps"] == 1e-3 and custom["fused"] is False
+    sgd = make_model(env, "gru", optimizer_class=torch.optim.SGD, optimizer_kwargs=dict(momentum=0.5)).policy.optimizer
+    assert isinstance(sgd, torch.optim.SGD)
