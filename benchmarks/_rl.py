@@ -317,9 +317,12 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def save_results(path: Path, records: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
+    """Write ``records`` to ``path``, keeping the records other processes saved there meanwhile (ours win on a key),
+    so that two sweeps may share one results file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "runs": sorted(records.values(), key=lambda r: r["key"])}, indent=1))
+    merged = {**load_results(path), **records}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"meta": meta, "runs": sorted(merged.values(), key=lambda r: r["key"])}, indent=1))
     tmp.replace(path)
 
 

@@ -67,6 +67,15 @@ def test_run_spec_validates_agent() -> None:
     assert spec.key == "t/hqlt-carry/seed1"
 
 
+def test_save_results_keeps_records_saved_by_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    _rl.save_results(path, {"a": {"key": "a", "v": 1}}, meta={})
+    _rl.save_results(path, {"b": {"key": "b", "v": 2}}, meta={})  # a second sweep that loaded the file before "a"
+    _rl.save_results(path, {"a": {"key": "a", "v": 3}}, meta={})  # a rerun (--force) replaces its own key
+    assert _rl.load_results(path) == {"a": {"key": "a", "v": 3}, "b": {"key": "b", "v": 2}}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["memory_length.py", "cross_episode.py", "minigrid_curves.py"])
 def test_quick_mode_runs_and_writes_results(script: str, tmp_path: Path) -> None:
