@@ -190,8 +190,9 @@ def _episode_recorder():
     return EpisodeRecorder()
 
 
-def build_model(spec: RunSpec, env: Any) -> Any:
-    """MemoryPPO (our agents) or RecurrentPPO (``rppo``) for ``spec`` on the vector env ``env``."""
+def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = None) -> Any:
+    """MemoryPPO (our agents) or RecurrentPPO (``rppo``) for ``spec`` on the vector env ``env``; ``policy_extra``:
+    more policy kwargs (e.g. ``optimizer_kwargs``)."""
     from agents.extractors import default_extractor_for
 
     found = default_extractor_for(env.observation_space)
@@ -206,10 +207,12 @@ def build_model(spec: RunSpec, env: Any) -> Any:
             net_arch=list(spec.net_arch),
             **extractor,
         )
+        policy_kwargs.update(policy_extra or {})
         return RecurrentPPO("MlpLstmPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **ppo)
     from agents import MemoryPPO
 
     policy_kwargs = dict(memory=spec.agent, memory_kwargs=dict(spec.memory_kwargs), net_arch=list(spec.net_arch), **extractor)
+    policy_kwargs.update(policy_extra or {})
     return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **spec.ppo)
 
 

@@ -119,3 +119,27 @@ def test_evaluate_greedy_counts_trial_episodes() -> None:
     # 20 trials (2 per env), one fixed outcome each: the same rate on every episode of the trial, and not all 0 or 1.
     assert by_k == [by_k[0]] * 4
     assert 0.0 < by_k[0] < 1.0
+
+
+def test_stability_collapse_rule() -> None:
+    import ppo_stability
+
+    assert ppo_stability.collapsed([None, 0.5, 0.95, 1.0, 0.7, 1.0]) == (True, True)
+    assert ppo_stability.collapsed([0.5, 0.9, 0.85, 0.8]) == (True, False)  # 0.8 is not below 0.8
+    assert ppo_stability.collapsed([0.5, 0.7, 0.3]) == (False, False)  # never reached 0.9: no collapse either
+    assert ppo_stability.collapsed([]) == (False, False)
+
+
+@pytest.mark.slow
+def test_stability_quick_mode_records_every_update(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "ppo_stability.py"), "--quick", "--out", str(tmp_path), "--workers", "1"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads((tmp_path / "ppo_stability.json").read_text())["runs"]
+    assert {r["variant"] for r in runs} == {"default", "lr-decay"}
+    for run in runs:
+        assert run["adam_eps"] == 1e-5
+        steps = [u["step"] for u in run["updates"]]
+        assert len(steps) >= 10 and steps == sorted(steps)
+        assert all(u["max_step_over_lr"] > 0 and u["approx_kl"] >= 0 for u in run["updates"])
+    assert (tmp_path / "ppo_stability.md").is_file()
