@@ -145,6 +145,11 @@ class ShortConv(nn.Module):
     def forward(self, x: torch.Tensor, history: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, T, C], history [B, K-1, C], starts [B, T] bool -> (y [B, T, C], new history [B, K-1, C])."""
         k, steps = self.kernel, x.shape[1]
+        if steps == 1:  # one step (rollouts): clear the history at an episode start, then one weighted sum
+            keep = (~starts).to(x.dtype).unsqueeze(-1)  # (B, 1, 1)
+            ext = torch.cat((history * keep, x), dim=1)  # (B, K, C)
+            y = torch.einsum("bkc,ck->bc", ext, self.weight).unsqueeze(1)  # (B, 1, C)
+            return self._activate(y), ext[:, 1:]
         ext = torch.cat((history, x), dim=1)  # (B, K-1+T, C): entry K-1+t is step t
         t = torch.arange(steps, device=x.device)
         last = torch.where(starts, t, -1).cummax(dim=1).values  # (B, T): last episode start at or before t, -1: none
@@ -157,9 +162,12 @@ class ShortConv(nn.Module):
         u = torch.arange(steps - k + 1, steps, device=x.device)  # (K-1,)
         last_start = torch.where(last[:, -1:] >= 0, last[:, -1:], -k)  # (B, 1)
         new_history = ext[:, steps:] * (u >= last_start).to(x.dtype).unsqueeze(-1)  # (B, K-1, C)
-        if self.silu_from < y.shape[-1]:
-            y = torch.cat((y[..., : self.silu_from], F.silu(y[..., self.silu_from :])), dim=-1)
-        return y, new_history
+        return self._activate(y), new_history
+
+    def _activate(self, y: torch.Tensor) -> torch.Tensor:
+        if self.silu_from >= y.shape[-1]:
+            return y
+        return torch.cat((y[..., : self.silu_from], F.silu(y[..., self.silu_from :])), dim=-1)
 
 
 def _bmask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
