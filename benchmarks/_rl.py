@@ -197,10 +197,14 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
 
     found = default_extractor_for(env.observation_space)
     extractor = {} if found is None else dict(features_extractor_class=found[0], features_extractor_kwargs=found[1])
+    ppo = dict(spec.ppo)
+    if ppo.pop("lr_schedule", "constant") == "linear":  # a string in the spec (JSON), a callable for SB3
+        lr0 = float(ppo["learning_rate"])
+        ppo["learning_rate"] = lambda progress_remaining: lr0 * progress_remaining
     if spec.agent == "rppo":
         from sb3_contrib import RecurrentPPO
 
-        ppo = {k: v for k, v in spec.ppo.items() if k != "seq_len"}
+        ppo = {k: v for k, v in ppo.items() if k != "seq_len"}
         policy_kwargs = dict(
             lstm_hidden_size=int(spec.memory_kwargs.get("d_model", 64)),
             n_lstm_layers=int(spec.memory_kwargs.get("n_layers", 1)),
@@ -213,7 +217,7 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
 
     policy_kwargs = dict(memory=spec.agent, memory_kwargs=dict(spec.memory_kwargs), net_arch=list(spec.net_arch), **extractor)
     policy_kwargs.update(policy_extra or {})
-    return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **spec.ppo)
+    return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **ppo)
 
 
 def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int) -> dict[str, Any]:
@@ -385,6 +389,13 @@ def _line(rec: dict[str, Any]) -> str:
         f"{rec['key']:<40} train success {rec['final_train_success']:.2f}  greedy {ev if ev is None else round(ev, 2)}  "
         f"steps-to-success {rec['steps_to_success']}  {rec['train_seconds']:.0f} s ({rec['fps']:.0f} steps/s)"
     )
+
+
+def group_label(name: str) -> str:
+    """Display label of a :func:`group` name: ``hqlt`` -> ``HQLT (sync)``, ``hqlt-lrdecay`` -> ``HQLT (sync) [lrdecay]``."""
+    agent, _, variant = name.partition("-")
+    base = AGENT_LABELS.get(agent, agent)
+    return f"{base} [{variant}]" if variant else base
 
 
 def group(records: dict[str, dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -28,6 +28,7 @@ from _rl import (  # noqa: E402
     fmt_pm,
     fmt_steps,
     group,
+    group_label,
     load_results,
     plot_curves,
     run_all,
@@ -37,8 +38,14 @@ from _rl import (  # noqa: E402
 FULL_BUDGETS = {7: 500_000, 11: 1_000_000}
 
 
-def specs_for(sizes: list[int], agents: list[str], seeds: list[int], quick: bool, budget: int | None) -> list[RunSpec]:
+def specs_for(
+    sizes: list[int], agents: list[str], seeds: list[int], quick: bool, budget: int | None, lr_schedule: str = "constant"
+) -> list[RunSpec]:
+    """Runs; ``lr_schedule="linear"`` (learning rate decayed to 0 over the budget) makes the variant ``lrdecay``."""
     ppo = dict(n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=3e-4, ent_coef=0.01, gamma=0.99)
+    variant = ""
+    if lr_schedule == "linear":
+        ppo["lr_schedule"], variant = "linear", "lrdecay"
     return [
         RunSpec(
             task=f"minigrid-S{size}",
@@ -50,6 +57,7 @@ def specs_for(sizes: list[int], agents: list[str], seeds: list[int], quick: bool
             ppo=ppo,
             memory_kwargs=dict(d_model=64, n_layers=1 if agent in ("lstm", "rppo") else 2, n_heads=4, window=16),
             net_arch=[64],
+            variant=variant,
             eval_episodes=10 if quick else 100,
         )
         for size in sizes
@@ -64,15 +72,15 @@ def tables(records: dict, sizes: list[int]) -> str:
         "| task | agent | seeds | budget | train success (last 100) | greedy success | steps-to-success | steps/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    order = {agent: i for i, agent in enumerate(AGENT_LABELS)}
     for size in sizes:
-        for agent in AGENT_LABELS:
-            recs = groups.get((f"minigrid-S{size}", agent))
-            if not recs:
-                continue
+        names = sorted((n for t, n in groups if t == f"minigrid-S{size}"), key=lambda n: (order.get(n.split("-")[0], 99), n))
+        for name in names:
+            recs = groups[(f"minigrid-S{size}", name)]
             fps = sum(r["fps"] for r in recs) / len(recs)
             greedy = fmt_pm([r.get("eval", {}).get("success") for r in recs])
             lines.append(
-                f"| MemoryS{size} | {AGENT_LABELS[agent]} | {len(recs)} | {recs[0]['spec']['total_timesteps']:,} | "
+                f"| MemoryS{size} | {group_label(name)} | {len(recs)} | {recs[0]['spec']['total_timesteps']:,} | "
                 f"{fmt_pm([r['final_train_success'] for r in recs])} | {greedy} | "
                 f"{fmt_steps([r['steps_to_success'] for r in recs])} | {fps:.0f} |"
             )
@@ -90,7 +98,7 @@ def plot(records: dict, sizes: list[int], path: Path) -> None:
     shown = [s for s in sizes if any(t == f"minigrid-S{s}" for t, _ in groups)]
     fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(5 * max(1, len(shown)), 3.8), squeeze=False)
     for ax, size in zip(axes[0], shown):
-        sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == f"minigrid-S{size}"}
+        sub = {group_label(a): recs for (t, a), recs in sorted(groups.items()) if t == f"minigrid-S{size}"}
         plot_curves(sub, f"MiniGrid-MemoryS{size}", Path(), ax=ax, chance=0.5)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -106,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--agents", nargs="+", default=None, choices=tuple(AGENT_LABELS), help="full: hqlt rppo")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--budget", type=int, default=None, help="env steps per run (default: quick 8k, S7 500k, S11 1M)")
+    p.add_argument(
+        "--lr-schedule", default="constant", choices=("constant", "linear"), help="linear: decay to 0 (variant lrdecay)"
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--force", action="store_true")
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
     img = (args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)) / "minigrid_curves.png"
     results = out / "minigrid_curves.json"
-    specs = specs_for(sizes, agents, seeds, quick, args.budget)
+    specs = specs_for(sizes, agents, seeds, quick, args.budget, args.lr_schedule)
     if args.report_only:
         all_records = load_results(results)
         records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
