@@ -43,6 +43,7 @@ VARIANTS = ("default", "adam-eps-1e-8", "lr-decay", "critic-memory", "ent-0.03")
 AGENTS = ("hqlt", "kv", "deltanet", "linear", "lstm", "gru")
 TRAILING = 50  # episodes in the success rate recorded at each update
 REACHED, FELL = 0.9, 0.8
+LATE_ENTROPY = 0.1
 
 
 def collapsed(successes: list[float | None]) -> tuple[bool, bool]:
@@ -52,6 +53,20 @@ def collapsed(successes: list[float | None]) -> tuple[bool, bool]:
     if first is None:
         return False, False
     return True, min(values[first:]) < FELL
+
+
+def collapse_kind(record: dict[str, Any]) -> str | None:
+    """None (no collapse), ``"late"`` (the policy was nearly deterministic: entropy < LATE_ENTROPY nats per step two
+    updates before success fell below 0.8) or ``"early"`` (a dip while the policy was still exploring)."""
+    updates = record["updates"]
+    succ = [u["success"] for u in updates]
+    first = next((i for i, v in enumerate(succ) if v is not None and v >= REACHED), None)
+    if first is None:
+        return None
+    drop = next((i for i in range(first, len(succ)) if succ[i] is not None and succ[i] < FELL), None)
+    if drop is None:
+        return None
+    return "late" if updates[max(0, drop - 2)]["entropy"] < LATE_ENTROPY else "early"
 
 
 def _apply_variant(spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
@@ -156,9 +171,10 @@ def table(records: dict[str, dict[str, Any]]) -> str:
         groups.setdefault((rec["length"], rec["agent"], rec["variant"]), []).append(rec)
     lines = [
         f"A run collapses when its success over the last {TRAILING} training episodes, once >= {REACHED}, later falls "
-        f"below {FELL}.",
+        f"below {FELL}; *late* when the policy was nearly deterministic then (entropy < {LATE_ENTROPY} nats per step), "
+        "*early* when it was a dip while still exploring.",
         "",
-        "| T-Maze L | agent | variant | seeds | reached 0.9 | collapsed | final < 0.6 | final success (mean) |",
+        "| T-Maze L | agent | variant | seeds | reached 0.9 | collapsed (late + early) | final < 0.6 | final success (mean) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     def order(item: tuple) -> tuple:
@@ -167,9 +183,11 @@ def table(records: dict[str, dict[str, Any]]) -> str:
 
     for (length, agent, variant), recs in sorted(groups.items(), key=order):
         finals = [r["final_success"] for r in recs]
+        kinds = [collapse_kind(r) for r in recs]
+        late, early = kinds.count("late"), kinds.count("early")
         lines.append(
             f"| {length} | {AGENT_LABELS.get(agent, agent)} | {variant} | {len(recs)} | {sum(r['reached'] for r in recs)} | "
-            f"{sum(r['collapsed'] for r in recs)} | {sum(f < 0.6 for f in finals)} | {np.mean(finals):.2f} |"
+            f"{late + early} ({late} + {early}) | {sum(f < 0.6 for f in finals)} | {np.mean(finals):.2f} |"
         )
     wall = sum(r["train_seconds"] for r in records.values())
     lines += ["", f"Sum of per-run wall times: {wall / 60:.1f} min over {len(records)} runs (1 torch thread each)."]
@@ -201,8 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(a, n, s, v, budget) for n in lengths for a in agents for v in variants for s in seeds]
     records = load_results(path)
     keys = {f"L{n}/{a}/{v}/seed{s}" for a, n, s, v, _ in jobs}
+    present = sum(key in records for key in keys)
     todo = [] if args.report_only else [j for j in jobs if args.force or f"L{j[1]}/{j[0]}/{j[3]}/seed{j[2]}" not in records]
-    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {path}; running {len(todo)}", flush=True)
+    print(f"{present} of {len(jobs)} runs in {path}; running {len(todo)}", flush=True)
     meta = {"reached": REACHED, "fell": FELL, "trailing_episodes": TRAILING}
     if todo:
         with ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=get_context("spawn")) as pool:

@@ -129,6 +129,13 @@ def test_stability_collapse_rule() -> None:
     assert ppo_stability.collapsed([0.5, 0.7, 0.3]) == (False, False)  # never reached 0.9: no collapse either
     assert ppo_stability.collapsed([]) == (False, False)
 
+    def record(successes, entropies):
+        return {"updates": [{"success": s, "entropy": e} for s, e in zip(successes, entropies)]}
+
+    assert ppo_stability.collapse_kind(record([0.5, 0.95, 1.0, 1.0, 0.6], [0.5, 0.3, 0.05, 0.04, 0.04])) == "late"
+    assert ppo_stability.collapse_kind(record([0.5, 0.95, 0.9, 0.7, 1.0], [0.5, 0.4, 0.4, 0.4, 0.1])) == "early"
+    assert ppo_stability.collapse_kind(record([0.5, 0.95, 0.9, 0.85], [0.5, 0.1, 0.05, 0.05])) is None
+
 
 @pytest.mark.slow
 def test_stability_quick_mode_records_every_update(tmp_path: Path) -> None:
