@@ -448,8 +448,9 @@ def plot_curves(
         ys = np.array([[np.nan if v is None else v for v in r["curve_success"]] for r in recs], dtype=np.float64)
         with warnings.catch_warnings():  # points before any episode ended are nan for every seed
             warnings.simplefilter("ignore", RuntimeWarning)
-            colour = AGENT_COLOURS.get(label)
-            ax.plot(x, np.nanmean(ys, axis=0), color=colour, label=f"{label} (n={len(recs)})")
+            base, _, variant = label.partition(" [")  # a variant keeps its agent's colour, dashed
+            colour = AGENT_COLOURS.get(base)
+            ax.plot(x, np.nanmean(ys, axis=0), color=colour, ls="--" if variant else "-", label=f"{label} (n={len(recs)})")
             ax.fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=colour, alpha=0.2)
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")

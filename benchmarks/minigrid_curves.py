@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--budget", type=int, default=None, help="env steps per run (default: quick 8k, S7 500k, S11 1M)")
     p.add_argument(
-        "--lr-schedule", default="constant", choices=("constant", "linear"), help="linear: decay to 0 (variant lrdecay)"
+        "--lr-schedule",
+        nargs="+",
+        default=["constant"],
+        choices=("constant", "linear"),
+        help="constant and/or linear (decay to 0, variant lrdecay)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
     img = (args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)) / "minigrid_curves.png"
     results = out / "minigrid_curves.json"
-    specs = specs_for(sizes, agents, seeds, quick, args.budget, args.lr_schedule)
+    specs = [spec for schedule in args.lr_schedule for spec in specs_for(sizes, agents, seeds, quick, args.budget, schedule)]
     if args.report_only:
         all_records = load_results(results)
         records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
