@@ -75,8 +75,7 @@ def _apply_variant(spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
     if variant == "adam-eps-1e-8":
         policy["optimizer_kwargs"] = {"eps": 1e-8}
     elif variant == "lr-decay":
-        lr0 = float(ppo["learning_rate"])
-        ppo["learning_rate"] = lambda progress_remaining: lr0 * progress_remaining
+        ppo["lr_schedule"] = "linear"  # build_model turns it into SB3's callable learning rate
     elif variant == "critic-memory":
         policy["critic_memory"] = True
     elif variant == "ent-0.03":
