@@ -46,24 +46,25 @@ REACHED, FELL = 0.9, 0.8
 LATE_ENTROPY = 0.1
 
 
+def _reach_and_drop(successes: list[float | None]) -> tuple[int | None, int | None]:
+    """Index of the first update at >= 0.9, and of the first one after it below 0.8 (None when there is none)."""
+    first = next((i for i, s in enumerate(successes) if s is not None and s >= REACHED), None)
+    if first is None:
+        return None, None
+    return first, next((i for i in range(first, len(successes)) if successes[i] is not None and successes[i] < FELL), None)
+
+
 def collapsed(successes: list[float | None]) -> tuple[bool, bool]:
     """(reached, collapsed) for a run's per-update success rates: reached 0.9, then later fell below 0.8."""
-    values = [s for s in successes if s is not None]
-    first = next((i for i, s in enumerate(values) if s >= REACHED), None)
-    if first is None:
-        return False, False
-    return True, min(values[first:]) < FELL
+    first, drop = _reach_and_drop(successes)
+    return first is not None, drop is not None
 
 
 def collapse_kind(record: dict[str, Any]) -> str | None:
     """None (no collapse), ``"late"`` (the policy was nearly deterministic: entropy < LATE_ENTROPY nats per step two
     updates before success fell below 0.8) or ``"early"`` (a dip while the policy was still exploring)."""
     updates = record["updates"]
-    succ = [u["success"] for u in updates]
-    first = next((i for i, v in enumerate(succ) if v is not None and v >= REACHED), None)
-    if first is None:
-        return None
-    drop = next((i for i in range(first, len(succ)) if succ[i] is not None and succ[i] < FELL), None)
+    _, drop = _reach_and_drop([u["success"] for u in updates])
     if drop is None:
         return None
     return "late" if updates[max(0, drop - 2)]["entropy"] < LATE_ENTROPY else "early"

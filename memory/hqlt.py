@@ -276,16 +276,14 @@ class HQLTLayer(nn.Module):
         ``shared``: a dict that the layers of one stack call pass along, so that position-only tensors (positions,
         rotary tables, attention masks) are built by the first layer and reused by the others.
         """
-        if self.short_conv is None:
-            proj = self.project(x)
-            o_fw, o_kv, state = self.branches(proj, state, episode_starts, shared)
-            self._record(proj, state)
-        else:
+        qkv = None
+        if self.short_conv is not None:
             qkv, history = self.short_conv(self.qkv(x), state.conv, episode_starts)
-            proj = self.project(x, qkv)
-            o_fw, o_kv, inner = self.branches(proj, state.inner, episode_starts, shared)
-            self._record(proj, inner)
-            state = ConvLayerState(inner, history)
+            state = state.inner
+        proj = self.project(x, qkv)
+        o_fw, o_kv, inner = self.branches(proj, state, episode_starts, shared)
+        self._record(proj, inner)
+        state = inner if self.short_conv is None else ConvLayerState(inner, history)
         return self.mix(o_fw, o_kv, proj.gate), state
 
     def branches(
