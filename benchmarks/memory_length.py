@@ -152,9 +152,25 @@ def vm_seq_len(distractor: int) -> int:
 
 
 def visual_match_specs(
-    distractor: int, agents: list[str], seeds: list[int], quick: bool, budget: int | None = None
+    distractor: int,
+    agents: list[str],
+    seeds: list[int],
+    quick: bool,
+    budget: int | None = None,
+    n_apples: int | None = None,
+    apple_reward: float | None = None,
 ) -> list[RunSpec]:
+    """Visual Match runs; ``n_apples`` / ``apple_reward`` change the distractor room (an ablation: the variant label
+    names the change, e.g. ``apples0``)."""
     seq_len = vm_seq_len(distractor)
+    env_kwargs = VM_ENV_KWARGS | {"distractor_length": distractor}
+    variant = []
+    if n_apples is not None:
+        env_kwargs["n_apples"] = n_apples
+        variant.append(f"apples{n_apples}")
+    if apple_reward is not None:
+        env_kwargs["apple_reward"] = apple_reward
+        variant.append(f"applereward{apple_reward:g}")
     ppo = dict(
         n_steps=seq_len,
         seq_len=seq_len,
@@ -169,7 +185,7 @@ def visual_match_specs(
         RunSpec(
             task=f"visualmatch-D{distractor}",
             env_id="hqlt/PassiveVisualMatch-v0",
-            env_kwargs=VM_ENV_KWARGS | {"distractor_length": distractor},
+            env_kwargs=env_kwargs,
             agent=agent,
             seed=seed,
             total_timesteps=budget or (8_192 if quick else 1_000_000),
@@ -177,11 +193,27 @@ def visual_match_specs(
             ppo=ppo,
             memory_kwargs=memory_kwargs(agent),
             net_arch=[64],
+            variant="-".join(variant),
             eval_episodes=10 if quick else 100,
         )
         for agent in agents
         for seed in seeds
     ]
+
+
+def _vm_title(records: dict, distractor: int) -> str:
+    """``Passive Visual Match, distractor D steps`` plus the distractor-room changes of an ablation (from the env kwargs)."""
+    title = f"Passive Visual Match, distractor {distractor} steps"
+    kwargs = [r["spec"]["env_kwargs"] for r in records.values() if r["spec"]["task"] == f"visualmatch-D{distractor}"]
+    changes = sorted(
+        {
+            f"{k}={v:g}"
+            for kw in kwargs
+            for k, v in kw.items()
+            if k in ("n_apples",) or (k == "apple_reward" and v != VM_ENV_KWARGS["apple_reward"])
+        }
+    )
+    return title + (f" ({', '.join(changes)})" if changes else "")
 
 
 def _by_agent(records: dict) -> dict:
@@ -248,7 +280,7 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
     lines.append("Budgets (env steps per run): " + ", ".join(f"{t}: {b:,}" for t, b in budgets))
     vm = f"visualmatch-D{distractor}"
     if any(t == vm for t, _ in groups):
-        lines += ["", f"**Passive Visual Match, distractor {distractor} steps** (chance 1/3)", ""]
+        lines += ["", f"**{_vm_title(records, distractor)}** (chance 1/3)", ""]
         lines += ["| agent | train success | greedy success | steps-to-success | seeds |", "|---|---|---|---|---|"]
         for agent in agents:
             recs = groups.get((vm, agent), [])
@@ -320,7 +352,7 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
     sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == vm}
     if sub:
         path = img_dir / "memory_length_visualmatch_curves.png"
-        plot_curves(sub, f"Passive Visual Match, distractor {distractor}", path, chance=1 / 3)
+        plot_curves(sub, _vm_title(records, distractor), path, chance=1 / 3)
         out.append(path)
     return out
 
@@ -332,6 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lengths", nargs="+", type=int, default=None, help=f"T-Maze memory lengths (full: {FULL_LENGTHS})")
     p.add_argument("--distractor", type=int, default=None, help="Visual Match distractor length (full: 250, quick: 20)")
     p.add_argument("--vm-budget", type=int, default=None, help="Visual Match env steps per run (full: 1M, quick: 8k)")
+    p.add_argument("--n-apples", type=int, default=None, help="Visual Match apples in the distractor room (env: 10)")
+    p.add_argument(
+        "--apple-reward",
+        type=float,
+        default=None,
+        help=f"Visual Match reward per apple (default {VM_ENV_KWARGS['apple_reward']})",
+    )
     p.add_argument("--agents", nargs="+", default=None, choices=tuple(AGENT_LABELS), help=f"full: {FULL_AGENTS}")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--lr", type=float, default=None, help="T-Maze learning rate (default 1e-3; a stability variant)")
@@ -359,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         specs += tmaze_specs(lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale, args.dual_clip)
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
-        specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget)
+        specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget, args.n_apples, args.apple_reward)
     if args.report_only:
         from _rl import load_results
 

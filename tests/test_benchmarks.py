@@ -150,3 +150,16 @@ def test_stability_quick_mode_records_every_update(tmp_path: Path) -> None:
         assert len(steps) >= 10 and steps == sorted(steps)
         assert all(u["max_step_over_lr"] > 0 and u["approx_kl"] >= 0 for u in run["updates"])
     assert (tmp_path / "ppo_stability.md").is_file()
+
+
+def test_cue_signal_sees_the_kv_horizon() -> None:
+    """Before training, the cue reaches the recall step through fast weights at any distance, through a KV-only stack
+    only inside its reach (2 layers x (16 - 1) = 30 steps): exactly nothing from further back."""
+    import cue_signal
+
+    inside = cue_signal.measure("kv", distractor=1, n_apples=None, seed=0, n_episodes=2)
+    beyond = cue_signal.measure("kv", distractor=30, n_apples=None, seed=0, n_episodes=2)
+    fast_weights = cue_signal.measure("deltanet", distractor=30, n_apples=None, seed=0, n_episodes=2)
+    assert inside["retention"] > 0.1
+    assert beyond["retention"] == 0.0 and beyond["signal_over_spread"] == 0.0
+    assert fast_weights["retention"] > 0.1

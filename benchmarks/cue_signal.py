@@ -1,0 +1,167 @@
+"""How much of the Visual Match cue reaches the recall room through a freshly initialised agent's memory? (issue 6)
+
+A diagnostic for the Visual Match results in docs/results.md: before any training, does the choice step see the cue
+at all, and how loud is it against what the distractor room writes? For each agent (the same policies as
+``memory_length.py``) we roll out episodes with random actions and feed each episode's observations twice through
+the policy (extractor -> memory), once as recorded and once with the cue's colour swapped; the recall-room view is the
+same in every episode, so only the history differs. At the first recall step we measure
+
+- **retention**: ||y(cue) - y(swapped cue)|| there over the same at the last cue step (0: the cue is gone);
+- **signal / spread**: that cue difference over the mean distance of each episode's (cue-averaged) output from the
+  mean over episodes: how far apart two cues put the output, relative to how far apart two distractor-room histories
+  put it.
+
+KV-only with window 16 and 2 layers reaches 30 steps back, so its retention must be exactly 0 once the recall step
+lies further than that from the cue (distractor >= 30); fast weights have no such horizon.
+
+    python benchmarks/cue_signal.py --quick      # seconds
+    python benchmarks/cue_signal.py              # distractor 1 / 30 / 60, with and without apples, 3 inits each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _rl import RESULTS_DIR, build_model  # noqa: E402
+from memory_length import visual_match_specs  # noqa: E402
+
+CUE_PHASE, RECALL_PHASE = 0, 2
+T_SQUARE = 3
+
+
+def random_episode(env_kwargs: dict, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Observations (T, V, V, 2) up to and including the first recall step, phases (T,), cue colour, colours."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers hqlt/*)
+
+    env = gym.make("hqlt/PassiveVisualMatch-v0", **env_kwargs)
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    base = env.unwrapped
+    frames, phases = [obs], [base.phase]
+    while base.phase != RECALL_PHASE:
+        obs, *_ = env.step(int(rng.integers(4)))  # cue and distractor phases have fixed lengths: nothing ends early
+        frames.append(obs)
+        phases.append(base.phase)
+    env.close()
+    return np.stack(frames), np.array(phases), int(base.cue_colour), int(base.n_colours)
+
+
+@torch.no_grad()
+def memory_outputs(policy, obs: np.ndarray) -> torch.Tensor:
+    """obs (B, T, ...) of B whole episodes from their first step -> the policy's memory outputs (B, T, d_model)."""
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    batch, steps = x.shape[:2]
+    features = policy.extract_features(x.reshape(batch * steps, *x.shape[2:]))
+    if not policy.share_features_extractor:
+        features = features[0]
+    starts = torch.zeros(batch, steps, dtype=torch.bool)
+    starts[:, 0] = True
+    prev_actions = torch.zeros(batch, steps, 1)
+    prev_rewards = torch.zeros(batch, steps, 1)
+    inputs = policy._memory_input(policy.memory_proj, features, prev_actions, prev_rewards, starts)
+    y, _ = policy.memory(inputs, policy.memory.initial_state(batch), starts)
+    return y
+
+
+def cue_signal(policy, env_kwargs: dict, n_episodes: int, first_seed: int = 1000) -> dict[str, float]:
+    """Retention and signal / spread of the cue at the first recall step (see the module doc)."""
+    pairs, last_cue = [], None
+    recall_view = None
+    for i in range(n_episodes):
+        obs, phases, cue, n_colours = random_episode(env_kwargs, first_seed + i)
+        if recall_view is None:
+            recall_view = obs[-1].copy()
+        obs[-1] = recall_view  # the same recall room for every episode: only the history differs
+        swapped = obs.copy()
+        on_cue = (phases == CUE_PHASE)[:, None, None] & (swapped[..., 0] == T_SQUARE)
+        swapped[..., 1][on_cue] = cue % n_colours + 1
+        pairs += [obs, swapped]
+        last_cue = int(np.flatnonzero(phases == CUE_PHASE)[-1])
+    y = memory_outputs(policy, np.stack(pairs)).reshape(n_episodes, 2, -1, policy.d_model)  # (N, 2, T, D)
+    diff = (y[:, 0] - y[:, 1]).norm(dim=-1)  # (N, T)
+    at_recall = diff[:, -1]
+    retention = float((at_recall / diff[:, last_cue].clamp_min(1e-12)).mean())
+    centre = y[:, :, -1].mean(dim=1)  # (N, D): the output without the cue's contribution
+    spread = float((centre - centre.mean(dim=0)).norm(dim=-1).mean())
+    return {"retention": retention, "signal_over_spread": float(at_recall.mean()) / max(spread, 1e-12)}
+
+
+def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int) -> dict[str, float]:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers hqlt/*)
+
+    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples)[0]
+    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, env_kwargs=spec.env_kwargs)
+    try:
+        model = build_model(spec, env)
+    finally:
+        env.close()
+    return cue_signal(model.policy, spec.env_kwargs, n_episodes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="distractor 1 and 30, with apples, 1 init, 8 episodes")
+    p.add_argument("--agents", nargs="+", default=["hqlt", "deltanet", "kv", "lstm"])
+    p.add_argument("--distractors", nargs="+", type=int, default=None, help="full: 1 30 60")
+    p.add_argument("--apples", nargs="+", type=int, default=None, help="apples in the distractor room (full: 10 0)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="model initialisations (full: 0 1 2)")
+    p.add_argument("--episodes", type=int, default=None, help="episode pairs per measurement (full: 32)")
+    p.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/cue_signal.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    distractors = args.distractors or ([1, 30] if args.quick else [1, 30, 60])
+    apples = args.apples or ([10] if args.quick else [10, 0])
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    n_episodes = args.episodes or (8 if args.quick else 32)
+    out = args.json or RESULTS_DIR / ("quick" if args.quick else "") / "cue_signal.json"
+
+    rows = []
+    for n_apples in apples:
+        for distractor in distractors:
+            for agent in args.agents:
+                vals = [measure(agent, distractor, n_apples, seed, n_episodes) for seed in seeds]
+                row = {
+                    "agent": agent,
+                    "distractor": distractor,
+                    "n_apples": n_apples,
+                    "retention": [v["retention"] for v in vals],
+                    "signal_over_spread": [v["signal_over_spread"] for v in vals],
+                }
+                rows.append(row)
+                print(
+                    f"apples {n_apples:2d}  distractor {distractor:3d}  {agent:9s} retention "
+                    + " ".join(f"{v:.3g}" for v in row["retention"])
+                    + "   signal/spread "
+                    + " ".join(f"{v:.2f}" for v in row["signal_over_spread"]),
+                    flush=True,
+                )
+    lines = [
+        "| apples | distractor | agent | retention (mean over inits) | signal / spread (mean over inits) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['n_apples']} | {r['distractor']} | {r['agent']} | {np.mean(r['retention']):.3g} | "
+            f"{np.mean(r['signal_over_spread']):.2f} |"
+        )
+    print("\n".join(lines))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"episodes": n_episodes, "seeds": seeds, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
