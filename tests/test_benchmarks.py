@@ -163,3 +163,18 @@ def test_cue_signal_sees_the_kv_horizon() -> None:
     assert inside["retention"] > 0.1
     assert beyond["retention"] == 0.0 and beyond["signal_over_spread"] == 0.0
     assert fast_weights["retention"] > 0.1
+
+
+@pytest.mark.slow
+def test_cue_signal_quick_mode_writes_table(tmp_path: Path) -> None:
+    import cue_signal
+
+    out = tmp_path / "cue_signal.json"
+    cue_signal.main(["--quick", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["agent"], r["distractor"]) for r in rows} == {
+        (a, d) for a in ("hqlt", "deltanet", "kv", "lstm") for d in (1, 30)
+    }
+    beyond = {r["agent"]: r["retention"][0] for r in rows if r["distractor"] == 30}
+    assert beyond["kv"] == 0.0 and beyond["hqlt"] > 0.1 and beyond["deltanet"] > 0.1
+    assert out.with_suffix(".md").read_text().count("\n") == len(rows) + 2
