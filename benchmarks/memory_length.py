@@ -210,7 +210,7 @@ def _vm_title(records: dict, distractor: int) -> str:
             f"{k}={v:g}"
             for kw in kwargs
             for k, v in kw.items()
-            if k in ("n_apples",) or (k == "apple_reward" and v != VM_ENV_KWARGS["apple_reward"])
+            if k == "n_apples" or (k == "apple_reward" and v != VM_ENV_KWARGS["apple_reward"])
         }
     )
     return title + (f" ({', '.join(changes)})" if changes else "")
