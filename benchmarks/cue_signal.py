@@ -30,18 +30,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rl import RESULTS_DIR, build_model  # noqa: E402
+from _rl import RESULTS_DIR, build_model  # noqa: E402  (puts the project root on sys.path)
 from memory_length import visual_match_specs  # noqa: E402
 
-CUE_PHASE, RECALL_PHASE = 0, 2
-T_SQUARE = 3
+from envs.visual_match import CUE_PHASE, RECALL_PHASE, T_SQUARE  # noqa: E402  (importing envs registers hqlt/*)
 
 
 def random_episode(env_kwargs: dict, seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Observations (T, V, V, 2) up to and including the first recall step, phases (T,), cue colour, colours."""
     import gymnasium as gym
-
-    import envs  # noqa: F401  (registers hqlt/*)
 
     env = gym.make("hqlt/PassiveVisualMatch-v0", **env_kwargs)
     obs, _ = env.reset(seed=seed)
@@ -98,8 +95,6 @@ def cue_signal(policy, env_kwargs: dict, n_episodes: int, first_seed: int = 1000
 
 def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int) -> dict[str, float]:
     from stable_baselines3.common.env_util import make_vec_env
-
-    import envs  # noqa: F401  (registers hqlt/*)
 
     spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples)[0]
     env = make_vec_env(spec.env_id, n_envs=spec.n_envs, env_kwargs=spec.env_kwargs)
