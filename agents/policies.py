@@ -87,8 +87,10 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         both are zero at an episode start. ``predict`` cannot know rewards: it feeds the reward stored in the
         state (``state.prev_reward``, zero unless the caller sets it).
     :param compile_memory: opt in to ``torch.compile`` for the memory's training replay (multi-step calls with
-        gradients; see ``memory.Memory.compile_training``): faster minibatches after a compile of about a minute at
-        the first update. Needs a memory from ``memory.build_memory`` (or a module with ``compile_training``).
+        gradients, ``memory.Memory.compile_training``) and its rollout steps (``memory.Memory.compile_rollout``;
+        ``predict`` stays eager): faster updates and rollouts after compiles of about a minute in all at the first
+        rollout and update. Needs a memory from ``memory.build_memory`` (or a module with ``compile_training`` and
+        ``compile_rollout``).
     """
 
     def __init__(
@@ -141,11 +143,14 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         ):
             if not isinstance(flag, bool):
                 raise ValueError(f"policy_kwargs '{name}'={flag!r} must be true or false")
-        if compile_memory and isinstance(memory, nn.Module) and not callable(getattr(memory, "compile_training", None)):
-            raise ValueError(
-                f"policy_kwargs 'compile_memory'=True needs a memory with compile_training(); {type(memory).__name__} "
-                "has none: subclass memory.Memory, or leave compile_memory=False"
-            )
+        if compile_memory and isinstance(memory, nn.Module):
+            missing = [m for m in ("compile_training", "compile_rollout") if not callable(getattr(memory, m, None))]
+            if missing:
+                raise ValueError(
+                    f"policy_kwargs 'compile_memory'=True needs a memory with compile_training() and "
+                    f"compile_rollout(); {type(memory).__name__} has no {' or '.join(missing)}(): subclass "
+                    "memory.Memory, or leave compile_memory=False"
+                )
         if not share_features_extractor and not critic_memory:
             raise ValueError(
                 "policy_kwargs 'share_features_extractor'=False needs a separate critic memory: "
@@ -244,6 +249,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
             for module in (self.memory, vf_memory):
                 if module is not None:
                     module.compile_training()
+                    module.compile_rollout()
         if vf_memory is not None:
             self.vf_memory_proj = nn.Linear(in_dim, self.d_model)
             self.vf_memory = vf_memory

@@ -5,8 +5,8 @@ n_steps (128), minibatch size (128, RecurrentPPO's default), n_epochs (10, both 
 extractor (``SymbolicGridExtractor``, 128 features); only the core differs:
 
 - MemoryPPO: HQLT synchronous blend, 2 layers, d_model 64, window 32 (seq_len 32), eager, and the same with
-  ``compile_memory=True`` (MemoryPPO+compile: the training replay through ``torch.compile``; its warm-up
-  iteration includes the compilation, reported apart);
+  ``compile_memory=True`` (MemoryPPO+compile: the training replay and the rollout steps through ``torch.compile``;
+  its warm-up iteration includes the compilation, reported apart);
 - RecurrentPPO: LSTM 128 (its defaults otherwise: separate critic LSTM);
 - PPO: no memory.
 
@@ -36,7 +36,7 @@ from agents import MemoryPPO
 from agents.extractors import SymbolicGridExtractor
 
 ENV_ID = "hqlt/MiniGridMemoryS7-v0"  # MiniGrid-MemoryS7-v0, symbolic view
-COMPILED = "MemoryPPO+compile"  # MemoryPPO with policy_kwargs compile_memory=True (torch.compile of the replay)
+COMPILED = "MemoryPPO+compile"  # MemoryPPO with policy_kwargs compile_memory=True (replay and rollout compiled)
 
 
 def _timed(model: BaseAlgorithm, name: str, totals: dict[str, float]) -> None:

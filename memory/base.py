@@ -18,10 +18,11 @@ class Memory(nn.Module):
 
     d_model: int
     _compiled_forward = None  # set by compile_training; never pickled or deep-copied (see __getstate__)
+    _compiled_step = None  # set by compile_rollout; the same
 
     def compile_training(self, enabled: bool = True) -> Memory:
-        """Opt in to ``torch.compile`` for multi-step calls with gradients (the training replay); one-step calls
-        (rollouts, ``predict``) and calls without gradients stay eager.
+        """Opt in to ``torch.compile`` for multi-step calls with gradients (the training replay); other calls stay
+        eager (see :meth:`compile_rollout` for the rollout's one-step calls).
 
         The compiled graph fuses the many small ops of the chunk-parallel forms and their backward into a few kernels
         (about 1.6x less time per training minibatch of the HQLT stack on a CPU, see docs/results.md). Costs: the
@@ -31,9 +32,28 @@ class Memory(nn.Module):
         self._compiled_forward = torch.compile(self._forward, dynamic=False) if enabled else None
         return self
 
+    def compile_rollout(self, enabled: bool = True) -> Memory:
+        """Opt in to ``torch.compile`` for one-step calls under ``torch.inference_mode`` (``MemoryPPO``'s rollouts);
+        other calls without gradients (``predict``, value bootstraps of truncated episodes, whose batch sizes vary)
+        stay eager.
+
+        One step of a stack is dozens of tiny ops whose per-op overhead dominates on a CPU; the compiled graph runs
+        it in a few kernels (a 2-layer HQLT step at batch 8 about 4x faster, see docs/results.md). The first rollout
+        compiles (10-20 s on a CPU); the result equals the eager step to float round-off.
+        """
+        self._compiled_step = torch.compile(self._rollout_step, dynamic=False) if enabled else None
+        return self
+
+    def _rollout_step(self, x: torch.Tensor, state: State, episode_starts: torch.Tensor) -> tuple[torch.Tensor, State]:
+        # A code object of its own: torch.compile caches graphs per code object (up to a limit, then runs eager), so
+        # the rollout's graphs do not crowd out the training replay's.
+        return self._forward(x, state, episode_starts)
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_compiled_forward", None)  # a compiled callable is rebuilt by compile_training, not copied
+        # compiled callables are rebuilt by compile_training / compile_rollout, not copied
+        state.pop("_compiled_forward", None)
+        state.pop("_compiled_step", None)
         return state
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
@@ -63,6 +83,8 @@ class Memory(nn.Module):
         episode_starts = episode_starts.to(device=x.device, dtype=torch.bool)
         if self._compiled_forward is not None and steps > 1 and torch.is_grad_enabled():
             return self._compiled_forward(x, state, episode_starts)
+        if self._compiled_step is not None and steps == 1 and torch.is_inference_mode_enabled():
+            return self._compiled_step(x, state, episode_starts)
         return self._forward(x, state, episode_starts)
 
     def _param_dtype(self) -> torch.dtype:

@@ -182,8 +182,9 @@ class WindowAttention(nn.Module):
             cos, sin = cos.view(-1, 1, 1, self.d_head), sin.view(-1, 1, 1, self.d_head)
         # Slot i holds position p - ((p - i) mod S): valid (>= 0) iff i <= p; in the current chunk iff i <= p mod S.
         mask = (self.slots <= (slot if self.chunked else p).unsqueeze(1)).view(-1, 1, 1, self.window)  # (B, 1, 1, S)
-        # One host read per stack step (rollouts read actions back anyway) spares clearing rings when nothing starts.
-        keep = (~start).to(dtype) if bool(start.any()) else None
+        # One host read per stack step (rollouts read actions back anyway) spares clearing rings when nothing starts;
+        # compiled, the graph always takes the masked form (no host read, no graph break).
+        keep = (~start).to(dtype) if torch.compiler.is_compiling() or bool(start.any()) else None
         return StepContext(p, slot, keep, cos, sin, mask)
 
     def step(self, qk: torch.Tensor, v: torch.Tensor, state: KVState, ctx: StepContext) -> tuple[torch.Tensor, KVState]:

@@ -27,29 +27,38 @@ class _Recorder:
         return self.fn(*args)
 
 
-def test_only_multi_step_calls_with_gradients_take_the_compiled_path():
+def test_each_compiled_path_takes_only_its_calls():
     torch.manual_seed(0)
     mem = build_memory("hqlt", d_model=16, n_layers=1, n_heads=2, window=4)
     assert mem.compile_training() is mem and mem._compiled_forward is not None
-    rec = mem._compiled_forward = _Recorder(mem._forward)
+    assert mem.compile_rollout() is mem and mem._compiled_step is not None
+    train = mem._compiled_forward = _Recorder(mem._forward)
+    step = mem._compiled_step = _Recorder(mem._forward)
     state = mem.initial_state(2)
-    mem(torch.randn(2, 1, 16), state)  # one step (rollout, predict): eager
+    mem(torch.randn(2, 1, 16), state)  # one step with gradients: eager
     with torch.no_grad():
-        mem(torch.randn(2, 5, 16), state)  # no gradients: eager
-    assert rec.calls == 0
+        mem(torch.randn(2, 5, 16), state)  # several steps without gradients: eager
+    assert train.calls == 0 and step.calls == 0
     y, _ = mem(torch.randn(2, 5, 16), state)  # the training replay
-    assert rec.calls == 1 and y.requires_grad
+    assert train.calls == 1 and step.calls == 0 and y.requires_grad
+    with torch.no_grad():  # predict, value bootstraps: eager
+        mem(torch.randn(2, 1, 16), state)
+    assert train.calls == 1 and step.calls == 0
+    with torch.inference_mode():  # the rollout
+        mem(torch.randn(2, 1, 16), state)
+    assert train.calls == 1 and step.calls == 1
     mem.compile_training(False)
-    assert mem._compiled_forward is None
+    mem.compile_rollout(False)
+    assert mem._compiled_forward is None and mem._compiled_step is None
 
 
 def test_copies_and_pickles_drop_the_compiled_callable():
-    mem = build_memory("hqlt", d_model=16, n_layers=1, n_heads=2, window=4).compile_training()
+    mem = build_memory("hqlt", d_model=16, n_layers=1, n_heads=2, window=4).compile_training().compile_rollout()
     for other in (copy.deepcopy(mem), pickle.loads(pickle.dumps(mem))):
-        assert other._compiled_forward is None
+        assert other._compiled_forward is None and other._compiled_step is None
         for a, b in zip(mem.state_dict().values(), other.state_dict().values()):
             torch.testing.assert_close(a, b)
-    assert mem._compiled_forward is not None  # the original keeps it
+    assert mem._compiled_forward is not None and mem._compiled_step is not None  # the original keeps them
 
 
 def test_policy_kwarg_validation():
@@ -82,14 +91,23 @@ def test_compile_flag_survives_save_and_load(tmp_path):
         seed=0,
         device="cpu",
     )
-    assert model.policy.memory._compiled_forward is not None
+    mem = model.policy.memory
+    assert mem._compiled_forward is not None and mem._compiled_step is not None
     model.save(tmp_path / "m.zip")
     loaded = MemoryPPO.load(tmp_path / "m.zip", device="cpu")
-    assert loaded.policy.compile_memory and loaded.policy.memory._compiled_forward is not None
+    assert loaded.policy.compile_memory
+    assert loaded.policy.memory._compiled_forward is not None and loaded.policy.memory._compiled_step is not None
     obs = np.stack([env.observation_space.sample() for _ in range(3)])
-    a1, s1 = model.predict(obs[:1], None, np.ones(1, bool), deterministic=True)  # one-step path: nothing compiles
-    a2, s2 = loaded.predict(obs[:1], None, np.ones(1, bool), deterministic=True)
-    np.testing.assert_array_equal(a1, a2)
+    actions = []
+    for policy in (model.policy, loaded.policy):  # the recorder runs eager: no compile in the fast suite
+        rec = policy.memory._compiled_step = _Recorder(policy.memory._forward)
+        with torch.inference_mode():  # a rollout step, as in MemoryPPO.collect_rollouts
+            obs_tensor, _ = policy.obs_to_tensor(obs)
+            policy(obs_tensor, policy.initial_state(3), torch.ones(3, dtype=torch.bool))
+        assert rec.calls == 1
+        actions.append(policy.predict(obs[:1], None, np.ones(1, bool), deterministic=True)[0])
+        assert rec.calls == 1  # predict stays eager
+    np.testing.assert_array_equal(*actions)
 
 
 @pytest.mark.slow
@@ -126,3 +144,44 @@ def test_compiled_replay_equals_eager(kind, extra):
             torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
         for a, c in zip(g1, g0):
             torch.testing.assert_close(a, c, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("hqlt", {}),
+        ("hqlt", {"blend": "delayed_stream"}),
+        ("hqlt", {"blend": "delayed_chunk"}),
+        ("kv", {}),
+        ("deltanet", {}),
+        ("hqlt", {"short_conv": 4}),
+    ],
+    ids=["hqlt", "hqlt-stream", "hqlt-chunk", "kv", "deltanet", "hqlt-conv"],
+)
+def test_compiled_step_equals_eager_and_has_no_graph_break(kind, extra):
+    """Step by step under inference_mode (as in rollouts), with episode starts at some steps and not at others,
+    the compiled one-step path gives the eager outputs and final state; and it compiles to one graph (a host read
+    such as ``bool(starts.any())`` would split it and cost most of its speed)."""
+    torch.manual_seed(0)
+    mem = build_memory(kind, d_model=32, n_layers=2, n_heads=2, window=4, **extra)
+    b, t = 3, 12
+    starts = torch.zeros(b, t, dtype=torch.bool)
+    starts[:, 0] = True
+    starts[1, 5] = starts[2, 5] = starts[0, 9] = True  # several starts at a step, one alone, steps with none
+    x = torch.randn(b, t, 32)
+    compiled = copy.deepcopy(mem).compile_rollout()
+    explained = torch._dynamo.explain(mem._forward)(x[:, :1], mem.initial_state(b), starts[:, :1])
+    assert explained.graph_break_count == 0, explained.break_reasons
+    runs = []
+    for module in (mem, compiled):
+        state, ys = module.initial_state(b), []
+        with torch.inference_mode():
+            for i in range(t):  # past the window: the ring wraps
+                y, state = module(x[:, i : i + 1], state, starts[:, i : i + 1])
+                ys.append(y)
+        runs.append((torch.cat(ys, 1), torch.utils._pytree.tree_leaves(state)))
+    (y0, s0), (y1, s1) = runs
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
+    for a, c in zip(s1, s0):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5)
