@@ -11,12 +11,19 @@ b) HQLT (build_memory("hqlt", 64, n_layers=2, window=32)) one-step latency under
 c) The same for a full-context causal attention stack of the same width/heads/layers with a growing KV cache
    (what the window saves): its per-step cost grows with the episode step.
 
+d) The rollout step with ``compile_rollout()`` (``policy_kwargs compile_memory=True``) against the eager step, under
+   ``torch.inference_mode`` as in MemoryPPO's rollouts: HQLT, KV-only and DeltaNet at the RL sweeps' size (d_model
+   32, 2 heads, 2 layers, window 16), batch 8, episode starts at about 5% of the steps; median ms per step of the two
+   interleaved, and the largest output difference (float round-off). The first compiled call (the compile) is
+   reported apart.
+
 All numbers come from one run on this machine; wall-clock medians/minima, so other load on the CPU adds noise.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import statistics
@@ -216,6 +223,47 @@ def bench_latency(points: list[int], timed: int, batches: list[int]) -> None:
         report("full-context attention", batch, _latency_at(runner, batch, d_model, points, timed))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# d) compiled vs eager rollout step
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_compiled_step(names: list[str], steps: int, batch: int = 8) -> None:
+    from memory import build_memory
+
+    d_model = 32
+    print(
+        f"\n(d) rollout step under torch.inference_mode, d_model={d_model} heads=2 layers=2 window=16 batch={batch}: "
+        f"eager vs compile_rollout(), median of {steps} interleaved steps (ms)"
+    )
+    print(f"{'memory':<10} {'eager':>8} {'compiled':>9} {'speed-up':>9} {'compile (s)':>12} {'max |diff|':>11}")
+    for name in names:
+        torch.manual_seed(0)
+        eager = build_memory(name, d_model, n_layers=2, n_heads=2, window=16).eval()
+        compiled = copy.deepcopy(eager).compile_rollout()
+        gen = torch.Generator().manual_seed(1)
+        xs = torch.randn(steps, batch, 1, d_model, generator=gen)
+        starts = torch.rand(steps, batch, 1, generator=gen) < 0.05
+        starts[0] = True
+        states = [eager.initial_state(batch), compiled.initial_state(batch)]
+        times: list[list[float]] = [[], []]
+        diff = 0.0
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            compiled(xs[0], compiled.initial_state(batch), starts[0])  # the compile
+            compile_s = time.perf_counter() - t0
+            for i in range(steps):
+                ys = []
+                for j, mem in enumerate((eager, compiled)):
+                    t0 = time.perf_counter()
+                    y, states[j] = mem(xs[i], states[j], starts[i])
+                    times[j].append(time.perf_counter() - t0)
+                    ys.append(y)
+                diff = max(diff, (ys[0] - ys[1]).abs().max().item())
+        e_ms, c_ms = (1e3 * statistics.median(t) for t in times)
+        print(f"{name:<10} {e_ms:>8.3f} {c_ms:>9.3f} {e_ms / c_ms:>8.2f}x {compile_s:>12.1f} {diff:>11.1e}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run: T in {128, 512}, late point t=2000, fewer reps")
@@ -224,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-chunk", type=int, default=32, help="chunk size whose speed-up is reported first")
     parser.add_argument("--skip-a", action="store_true", help="skip part (a)")
     parser.add_argument("--skip-latency", action="store_true", help="skip parts (b) and (c)")
+    parser.add_argument("--skip-compile", action="store_true", help="skip part (d) (torch.compile needs a C++ compiler)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -238,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_latency:
         points = [100, 2_000] if args.quick else [100, 10_000]
         bench_latency(points, timed=100 if args.quick else 200, batches=[1, 8])
+    if not args.skip_compile:
+        bench_compiled_step(["hqlt"] if args.quick else ["hqlt", "kv", "deltanet"], steps=100 if args.quick else 400)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class Memory(nn.Module):
         stay eager.
 
         One step of a stack is dozens of tiny ops whose per-op overhead dominates on a CPU; the compiled graph runs
-        it in a few kernels (a 2-layer HQLT step at batch 8 about 4x faster, see docs/results.md). The first rollout
+        it in a few kernels (a 2-layer HQLT step at batch 8 about 2x faster, see docs/results.md). The first rollout
         compiles (10-20 s on a CPU); the result equals the eager step to float round-off.
         """
         self._compiled_step = torch.compile(self._rollout_step, dynamic=False) if enabled else None

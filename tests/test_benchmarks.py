@@ -178,3 +178,20 @@ def test_cue_signal_quick_mode_writes_table(tmp_path: Path) -> None:
     beyond = {r["agent"]: r["retention"][0] for r in rows if r["distractor"] == 30}
     assert beyond["kv"] == 0.0 and beyond["hqlt"] > 0.1 and beyond["deltanet"] > 0.1
     assert out.with_suffix(".md").read_text().count("\n") == len(rows) + 2
+
+
+@pytest.mark.slow
+def test_memory_speed_compiled_step_part(capsys: pytest.CaptureFixture[str]) -> None:
+    import memory_speed
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        memory_speed.main(["--quick", "--skip-a", "--skip-latency", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("hqlt ")]
+    assert len(rows) == 1
+    eager_ms, compiled_ms, speed_up, _, diff = rows[0][1:]
+    assert float(eager_ms) > 0 and float(compiled_ms) > 0 and speed_up.endswith("x")
+    assert float(diff) < 1e-4  # the compiled rollout step gives the eager outputs
