@@ -1,4 +1,5 @@
-"""Memory speed benchmark: chunk-parallel delta rule vs step loop, and per-step rollout latency vs episode step.
+"""Memory speed benchmark: chunk-parallel delta rule vs step loop, per-step rollout latency vs episode step, and the
+compiled vs the eager rollout step.
 
 Usage: ``python benchmarks/memory_speed.py [--quick] [--threads 2]``
 
@@ -265,7 +266,7 @@ def bench_compiled_step(names: list[str], steps: int, batch: int = 8) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="short run: T in {128, 512}, late point t=2000, fewer reps")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[32, 64, 128], help="chunk sizes to compare in (a)")
