@@ -439,6 +439,10 @@ def train(cfg: TrainConfig, resume_dir: Path | None = None) -> int:
         checkpointer = Checkpointer(run_dir, cfg.checkpoint_freq, eval_env)
         evaluator = Evaluator(run_dir, eval_env, cfg.eval_freq, cfg.eval_episodes, cfg.eval_deterministic)
         callbacks = [progress, checkpointer] + ([evaluator] if cfg.eval_freq else [])
+        if cfg.ppo.lr_schedule == "decay_on_success":
+            from agents.callbacks import DecayLROnSuccess
+
+            callbacks.append(DecayLROnSuccess(threshold=cfg.ppo.lr_decay_threshold, window=cfg.ppo.lr_decay_window))
         print(f"training {cfg.memory.name} on {cfg.env.id} for {cfg.total_timesteps} steps -> {run_dir}", flush=True)
         start = time.perf_counter()
         try:

@@ -27,7 +27,7 @@ from memory.config import MEMORY_NAMES, MemoryConfig
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "tmaze_hqlt"
 VEC_ENVS = ("auto", "subproc", "dummy")
-LR_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "linear", "decay_on_success")
 
 
 class ConfigError(ValueError):
@@ -68,7 +68,12 @@ class PPOConfig:
     learning_rate: float = 3e-4
     """Adam learning rate (start value when lr_schedule=linear)."""
     lr_schedule: str = "constant"
-    """constant, or linear decay to 0 at total_timesteps."""
+    """constant; linear (decay to 0 at total_timesteps); or decay_on_success (constant until the success rate of the
+    last lr_decay_window training episodes reaches lr_decay_threshold, then linear decay to 0 at total_timesteps)."""
+    lr_decay_threshold: float = 0.9
+    """Success rate that starts the decay when lr_schedule=decay_on_success."""
+    lr_decay_window: int = 100
+    """Training episodes whose success rate is compared with lr_decay_threshold."""
     n_steps: int = 128
     """Rollout length per environment between updates."""
     seq_len: int = 64
@@ -101,7 +106,11 @@ class PPOConfig:
             raise ValueError(
                 f"config field 'ppo.lr_schedule'={self.lr_schedule!r} is unknown; allowed: {', '.join(LR_SCHEDULES)}"
             )
-        for name in ("n_steps", "seq_len", "batch_size", "n_epochs"):
+        if not 0.0 < self.lr_decay_threshold <= 1.0:
+            raise ValueError(
+                f"config field 'ppo.lr_decay_threshold' must be a success rate in (0, 1], got {self.lr_decay_threshold!r}"
+            )
+        for name in ("n_steps", "seq_len", "batch_size", "n_epochs", "lr_decay_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config field 'ppo.{name}' must be positive, got {getattr(self, name)!r}")
         if not self.learning_rate > 0:

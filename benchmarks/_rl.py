@@ -193,12 +193,16 @@ def _episode_recorder():
 def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = None) -> Any:
     """MemoryPPO (our agents) or RecurrentPPO (``rppo``) for ``spec`` on the vector env ``env``; ``policy_extra``:
     more policy kwargs (e.g. ``optimizer_kwargs``)."""
+    from agents.config import LR_SCHEDULES
     from agents.extractors import default_extractor_for
 
     found = default_extractor_for(env.observation_space)
     extractor = {} if found is None else dict(features_extractor_class=found[0], features_extractor_kwargs=found[1])
     ppo = dict(spec.ppo)
-    if ppo.pop("lr_schedule", "constant") == "linear":  # a string in the spec (JSON), a callable for SB3
+    schedule = ppo.pop("lr_schedule", "constant")  # a string in the spec (JSON); SB3 wants a callable or a float
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"spec field 'ppo.lr_schedule'={schedule!r} is unknown; allowed: {', '.join(LR_SCHEDULES)}")
+    if schedule == "linear":
         lr0 = float(ppo["learning_rate"])
         ppo["learning_rate"] = lambda progress_remaining: lr0 * progress_remaining
     if spec.agent == "rppo":
@@ -218,6 +222,17 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
     policy_kwargs = dict(memory=spec.agent, memory_kwargs=dict(spec.memory_kwargs), net_arch=list(spec.net_arch), **extractor)
     policy_kwargs.update(policy_extra or {})
     return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **ppo)
+
+
+def schedule_callbacks(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> list[Any]:
+    """Callbacks the spec's learning-rate schedule needs: ``decay_on_success`` keeps the rate constant until the
+    success rate of the last ``window`` training episodes reaches ``threshold``, then decays it linearly to 0 at the
+    budget (``agents.callbacks.DecayLROnSuccess``); the other schedules need none."""
+    if spec.ppo.get("lr_schedule", "constant") != "decay_on_success":
+        return []
+    from agents.callbacks import DecayLROnSuccess
+
+    return [DecayLROnSuccess(threshold=threshold, window=window)]
 
 
 def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int) -> dict[str, Any]:
@@ -269,7 +284,8 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> dict[st
     model = build_model(spec, env)
     recorder = _episode_recorder()
     start = time.perf_counter()
-    model.learn(spec.total_timesteps, callback=recorder)
+    decay = schedule_callbacks(spec, window, threshold)
+    model.learn(spec.total_timesteps, callback=[recorder, *decay])
     train_s = time.perf_counter() - start
     steps, succ, trial_eps = recorder.steps, recorder.successes, recorder.trial_episodes
     grid, curve = success_curve(steps, succ, spec.total_timesteps, window=window, n_points=100)
@@ -288,6 +304,8 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> dict[st
         "window": window,
         "threshold": threshold,
     }
+    if decay:
+        record["lr_decay_start"] = decay[0].triggered_at
     if max(trial_eps, default=-1) >= 0:
         te, s = np.asarray(trial_eps), np.asarray(succ, dtype=np.float64)
         n_k = int(te.max()) + 1

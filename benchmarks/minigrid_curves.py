@@ -36,16 +36,19 @@ from _rl import (  # noqa: E402
 )
 
 FULL_BUDGETS = {7: 500_000, 11: 1_000_000}
+LR_VARIANTS = {"constant": "", "linear": "lrdecay", "decay_on_success": "lrdecay-success"}
 
 
 def specs_for(
     sizes: list[int], agents: list[str], seeds: list[int], quick: bool, budget: int | None, lr_schedule: str = "constant"
 ) -> list[RunSpec]:
-    """Runs; ``lr_schedule="linear"`` (learning rate decayed to 0 over the budget) makes the variant ``lrdecay``."""
+    """Runs; ``lr_schedule="linear"`` (learning rate decayed to 0 over the budget) makes the variant ``lrdecay``,
+    ``"decay_on_success"`` (constant until 0.9 success over the last 100 episodes, then decayed to 0 at the budget)
+    the variant ``lrdecay-success``."""
     ppo = dict(n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=3e-4, ent_coef=0.01, gamma=0.99)
     variant = ""
-    if lr_schedule == "linear":
-        ppo["lr_schedule"], variant = "linear", "lrdecay"
+    if lr_schedule != "constant":
+        ppo["lr_schedule"], variant = lr_schedule, LR_VARIANTS[lr_schedule]
     return [
         RunSpec(
             task=f"minigrid-S{size}",
@@ -118,8 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         "--lr-schedule",
         nargs="+",
         default=["constant"],
-        choices=("constant", "linear"),
-        help="constant and/or linear (decay to 0, variant lrdecay)",
+        choices=tuple(LR_VARIANTS),
+        help="constant, linear (decay to 0 over the budget, variant lrdecay) and/or decay_on_success (constant until "
+        "0.9 success over the last 100 episodes, then decayed to 0 at the budget; variant lrdecay-success)",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)

@@ -11,6 +11,8 @@ Variants (each changes one thing from the benchmark setting):
 - ``default``: as ``memory_length.py`` (Adam eps 1e-5, SB3's default);
 - ``adam-eps-1e-8``: torch's Adam eps, which MemoryPPO used by mistake before (see docs/results.md);
 - ``lr-decay``: learning rate decayed linearly to 0 over the budget (a callable ``learning_rate``, as in SB3);
+- ``lr-decay-on-success``: constant until the success rate of the last 100 training episodes reaches 0.9, then decayed
+  linearly to 0 at the budget (``agents.callbacks.DecayLROnSuccess``);
 - ``critic-memory``: the critic gets its own memory (no value gradient through the actor's memory);
 - ``ent-0.03``: entropy coefficient 0.03 instead of 0.01.
 
@@ -36,10 +38,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rl import AGENT_LABELS, RESULTS_DIR, build_model, load_results, save_results  # noqa: E402
+from _rl import AGENT_LABELS, RESULTS_DIR, build_model, load_results, save_results, schedule_callbacks  # noqa: E402
 from memory_length import tmaze_specs  # noqa: E402
 
-VARIANTS = ("default", "adam-eps-1e-8", "lr-decay", "critic-memory", "ent-0.03")
+VARIANTS = ("default", "adam-eps-1e-8", "lr-decay", "lr-decay-on-success", "critic-memory", "ent-0.03")
 AGENTS = ("hqlt", "kv", "deltanet", "linear", "lstm", "gru")
 TRAILING = 50  # episodes in the success rate recorded at each update
 REACHED, FELL = 0.9, 0.8
@@ -77,6 +79,8 @@ def _apply_variant(spec: Any, variant: str) -> tuple[Any, dict[str, Any]]:
         policy["optimizer_kwargs"] = {"eps": 1e-8}
     elif variant == "lr-decay":
         ppo["lr_schedule"] = "linear"  # build_model turns it into SB3's callable learning rate
+    elif variant == "lr-decay-on-success":
+        ppo["lr_schedule"] = "decay_on_success"  # schedule_callbacks adds the callback that starts the decay
     elif variant == "critic-memory":
         policy["critic_memory"] = True
     elif variant == "ent-0.03":
@@ -141,9 +145,9 @@ def run_one(agent: str, length: int, seed: int, variant: str, budget: int | None
             )
             self._snapshot()
 
-    diag = Diagnostics()
+    diag, decay = Diagnostics(), schedule_callbacks(spec)
     start = time.perf_counter()
-    model.learn(spec.total_timesteps, callback=diag)
+    model.learn(spec.total_timesteps, callback=[diag, *decay])
     reached, fell = collapsed([r["success"] for r in diag.rows])
     return {
         "key": f"L{length}/{agent}/{variant}/seed{seed}",
@@ -157,6 +161,7 @@ def run_one(agent: str, length: int, seed: int, variant: str, budget: int | None
         "collapsed": fell,
         "final_success": float(np.mean(diag.successes[-TRAILING:])) if diag.successes else 0.0,
         "updates": diag.rows,
+        "lr_decay_start": decay[0].triggered_at if decay else None,
         "train_seconds": time.perf_counter() - start,
     }
 

@@ -67,6 +67,34 @@ def test_run_spec_validates_agent() -> None:
     assert spec.key == "t/hqlt-carry/seed1"
 
 
+def test_lr_schedules_of_a_spec() -> None:
+    """A spec's lr_schedule: linear -> a callable learning rate; decay_on_success -> a constant rate and the callback
+    that starts the decay; an unknown one -> an error naming the field."""
+    import minigrid_curves
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers hqlt/PassiveTMaze-v0)
+    from agents.callbacks import DecayLROnSuccess
+
+    base = dict(task="t", env_id="hqlt/PassiveTMaze-v0", env_kwargs={"memory_length": 2}, agent="hqlt", seed=0,
+                total_timesteps=64, memory_kwargs=dict(d_model=16, n_layers=1, n_heads=2, window=4))
+    env = make_vec_env("hqlt/PassiveTMaze-v0", n_envs=2, env_kwargs={"memory_length": 2})
+    ppo = dict(n_steps=16, seq_len=8, batch_size=16, learning_rate=1e-3)
+    rates = {}
+    for schedule in ("constant", "linear", "decay_on_success"):
+        spec = _rl.RunSpec(**base, ppo={**ppo, "lr_schedule": schedule})
+        model = _rl.build_model(spec, env)
+        rates[schedule] = (model.lr_schedule(1.0), model.lr_schedule(0.5))
+        callbacks = _rl.schedule_callbacks(spec, window=20, threshold=0.8)
+        assert [type(c) for c in callbacks] == ([DecayLROnSuccess] if schedule == "decay_on_success" else [])
+    assert rates == {"constant": (1e-3, 1e-3), "linear": (1e-3, 5e-4), "decay_on_success": (1e-3, 1e-3)}
+    assert (callbacks[0].window, callbacks[0].threshold) == (20, 0.8)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _rl.build_model(_rl.RunSpec(**base, ppo={**ppo, "lr_schedule": "cosine"}), env)
+    specs = minigrid_curves.specs_for([11], ["hqlt"], [0], True, None, "decay_on_success")
+    assert specs[0].key == "minigrid-S11/hqlt-lrdecay-success/seed0" and specs[0].ppo["lr_schedule"] == "decay_on_success"
+
+
 def test_save_results_keeps_records_saved_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     _rl.save_results(path, {"a": {"key": "a", "v": 1}}, meta={})

@@ -116,6 +116,8 @@ def test_overrides_parse_to_typed_fields():
         ("memory.name=transformer", ["'name'", "transformer", "hqlt", "lstm"]),
         ("memory.n_heads=3", ["n_heads", "d_model"]),
         ("vec_env=threads", ["vec_env", "subproc", "dummy"]),
+        ("ppo.lr_schedule=cosine", ["ppo.lr_schedule", "decay_on_success"]),
+        ("ppo.lr_decay_threshold=2", ["ppo.lr_decay_threshold", "(0, 1]"]),
     ],
 )
 def test_bad_overrides_name_the_field(override, fragments):
@@ -199,6 +201,28 @@ def test_logs_hold_sb3_keys_success_and_memory_diagnostics(trained_run):
     assert [e["timesteps"] for e in evals] == [128, 256, 384, 512]
     with np.load(trained_run / "evaluations.npz") as data:
         assert data["timesteps"].tolist() == [128, 256, 384, 512] and data["successes"].shape == (4, 2)
+
+
+def test_decay_on_success_schedule_survives_resume(tmp_path):
+    """ppo.lr_schedule=decay_on_success: full rate until the trigger, then linear decay to 0 at total_timesteps, and a
+    resumed run continues the same decay instead of restarting at the full rate."""
+    import csv
+
+    short = ["env.kwargs.memory_length=1", "env.kwargs.time_limit=4", "eval_freq=0", "ppo.learning_rate=0.001",
+             "ppo.lr_schedule=decay_on_success", "ppo.lr_decay_threshold=0.01", "ppo.lr_decay_window=20"]
+    rc, run_dir = _train(tmp_path, "decay", *short)  # 256 steps of episodes <= 4 steps: 20 episodes by step 128
+    assert rc == 0
+    assert train_rl.main(["--resume", str(run_dir), "total_timesteps=512"]) == 0
+    logs = sorted((run_dir / "logs").glob("progress*.csv"))
+    rows = [r for f in logs for r in csv.DictReader(open(f))]
+    start = next(int(float(r["train/lr_decay_start"])) for r in rows if r.get("train/lr_decay_start"))
+    rows = sorted((r for r in rows if r.get("train/learning_rate")), key=lambda r: int(r["time/total_timesteps"]))
+    assert [int(r["time/total_timesteps"]) for r in rows] == [256, 512]  # a resumed log starts before its first update
+    for r in rows:
+        step = int(r["time/total_timesteps"])  # SB3 logs an update in the next row: its rate is from 128 steps earlier
+        want = 1e-3 if step - 128 <= start else 1e-3 * (1 - (step - 128 - start) / (512 - start))
+        assert float(r["train/learning_rate"]) == pytest.approx(want, rel=1e-6), (step, start)
+    assert start == 128 and int(rows[-1]["time/total_timesteps"]) == 512
 
 
 def test_resume_restores_rng_state_exactly(tmp_path):
