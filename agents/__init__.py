@@ -5,6 +5,7 @@
 """
 
 from agents.buffers import MemoryDictRolloutBuffer, MemoryRolloutBuffer, SequenceSamples
+from agents.callbacks import DecayAfter, DecayLROnSuccess
 from agents.policies import (
     CnnMemoryPolicy,
     MemoryActorCriticPolicy,
@@ -16,6 +17,8 @@ from agents.ppo import MemoryPPO
 
 __all__ = [
     "CnnMemoryPolicy",
+    "DecayAfter",
+    "DecayLROnSuccess",
     "MemoryActorCriticPolicy",
     "MemoryDictRolloutBuffer",
     "MemoryPPO",
