@@ -449,6 +449,9 @@ def fmt_pm(values: Sequence[float | None]) -> str:
 # Plots
 
 
+VARIANT_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+
+
 def plot_curves(
     groups: dict[str, list[dict[str, Any]]], title: str, path: Path, ax: Any = None, chance: float | None = None
 ) -> None:
@@ -461,14 +464,17 @@ def plot_curves(
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(6, 4))
+    variant_styles: dict[str, Any] = {}  # each variant of an agent its own dash pattern, in order of appearance
     for label, recs in groups.items():
         x = np.asarray(recs[0]["curve_steps"], dtype=np.float64)
         ys = np.array([[np.nan if v is None else v for v in r["curve_success"]] for r in recs], dtype=np.float64)
         with warnings.catch_warnings():  # points before any episode ended are nan for every seed
             warnings.simplefilter("ignore", RuntimeWarning)
-            base, _, variant = label.partition(" [")  # a variant keeps its agent's colour, dashed
+            base, _, variant = label.partition(" [")  # a variant keeps its agent's colour, with a dash pattern
             colour = AGENT_COLOURS.get(base)
-            ax.plot(x, np.nanmean(ys, axis=0), color=colour, ls="--" if variant else "-", label=f"{label} (n={len(recs)})")
+            style = variant_styles.setdefault(variant, VARIANT_STYLES[len(variant_styles) % len(VARIANT_STYLES)]) \
+                if variant else "-"
+            ax.plot(x, np.nanmean(ys, axis=0), color=colour, ls=style, label=f"{label} (n={len(recs)})")
             ax.fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=colour, alpha=0.2)
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
