@@ -385,6 +385,8 @@ def _write_status(run_dir: Path, status: str, model: Any, cfg: TrainConfig, wall
             "wall_seconds": sum(s["wall_seconds"] for s in segments),
             "segments": segments,
             "last_evaluation": evaluator.records[-1] if evaluator and evaluator.records else None,
+            # env step at which ppo.lr_schedule=decay_on_success started the decay (None: constant so far / other schedule)
+            "lr_decay_start": getattr(model.learning_rate, "start_step", None),
         },
         path,
     )

@@ -223,6 +223,7 @@ def test_decay_on_success_schedule_survives_resume(tmp_path):
         want = 1e-3 if step - 128 <= start else 1e-3 * (1 - (step - 128 - start) / (512 - start))
         assert float(r["train/learning_rate"]) == pytest.approx(want, rel=1e-6), (step, start)
     assert start == 128 and int(rows[-1]["time/total_timesteps"]) == 512
+    assert json.loads((run_dir / "run.json").read_text())["lr_decay_start"] == 128
 
 
 def test_resume_restores_rng_state_exactly(tmp_path):
