@@ -16,6 +16,11 @@ lies further than that from the cue (distractor >= 30); fast weights have no suc
 
     python benchmarks/cue_signal.py --quick      # seconds
     python benchmarks/cue_signal.py              # distractor 1 / 30 / 60, with and without apples, 3 inits each
+    python benchmarks/cue_signal.py --tmaze 16 64 256 1024   # the passive T-Maze's cue at the junction instead
+
+With ``--tmaze L ...`` it measures the retention of the passive T-Maze's cue at the junction (the agents of
+``memory_length.py``'s T-Maze sweep; the corridor's observations are identical in every episode, so retention is the
+whole story there).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _rl import RESULTS_DIR, build_model  # noqa: E402  (puts the project root on sys.path)
-from memory_length import visual_match_specs  # noqa: E402
+from memory_length import tmaze_specs, visual_match_specs  # noqa: E402
 
 from envs.visual_match import CUE_PHASE, RECALL_PHASE, T_SQUARE  # noqa: E402  (importing envs registers hqlt/*)
 
@@ -105,6 +110,43 @@ def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_epis
     return cue_signal(model.policy, spec.env_kwargs, n_episodes)
 
 
+def tmaze_retention(agent: str, length: int, seed: int) -> float:
+    """||y(cue up) - y(cue down)|| at the junction over the same at the cue step, for a freshly initialised agent of
+    the T-Maze sweep (cue at step 0, ``length`` corridor steps, the junction at step ``length``)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    spec = tmaze_specs([length], [agent], [seed], quick=False)[0]
+    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, env_kwargs=spec.env_kwargs)
+    try:
+        model = build_model(spec, env)
+    finally:
+        env.close()
+    obs = np.zeros((2, length + 1, 3), np.float32)  # [cue_up, cue_down, at_junction] per step
+    obs[0, 0, 0] = obs[1, 0, 1] = 1.0
+    obs[:, -1, 2] = 1.0
+    y = memory_outputs(model.policy, obs)  # (2, L + 1, D)
+    diff = (y[0] - y[1]).norm(dim=-1)
+    return float(diff[-1] / diff[0].clamp_min(1e-12))
+
+
+def tmaze_main(lengths: list[int], agents: list[str], seeds: list[int], out: Path) -> None:
+    rows = []
+    for length in lengths:
+        for agent in agents:
+            vals = [tmaze_retention(agent, length, seed) for seed in seeds]
+            rows.append({"agent": agent, "length": length, "retention": vals})
+            print(f"T-Maze L {length:5d}  {agent:9s} retention " + " ".join(f"{v:.3g}" for v in vals), flush=True)
+    lines = ["| T-Maze L | agent | retention at the junction, per init | mean |", "|---|---|---|---|"]
+    for r in rows:
+        per = " / ".join(f"{v:.2g}" for v in r["retention"])
+        lines.append(f"| {r['length']} | {r['agent']} | {per} | {np.mean(r['retention']):.3g} |")
+    print("\n".join(lines))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seeds": seeds, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="distractor 1 and 30, with apples, 1 init, 8 episodes")
@@ -113,9 +155,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--apples", nargs="+", type=int, default=None, help="apples in the distractor room (full: 10 0)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="model initialisations (full: 0 1 2)")
     p.add_argument("--episodes", type=int, default=None, help="episode pairs per measurement (full: 32)")
-    p.add_argument("--json", type=Path, default=None, help="default: benchmarks/results/cue_signal.json")
+    p.add_argument("--tmaze", nargs="+", type=int, default=None, metavar="L",
+                   help="measure the passive T-Maze's cue at the junction for these corridor lengths instead")
+    p.add_argument("--json", type=Path, default=None,
+                   help="default: benchmarks/results/cue_signal.json (cue_signal_tmaze.json with --tmaze)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.tmaze:
+        seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+        tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json")
+        return
     distractors = args.distractors or ([1, 30] if args.quick else [1, 30, 60])
     apples = args.apples or ([10] if args.quick else [10, 0])
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])

@@ -191,6 +191,10 @@ def test_cue_signal_sees_the_kv_horizon() -> None:
     assert inside["retention"] > 0.1
     assert beyond["retention"] == 0.0 and beyond["signal_over_spread"] == 0.0
     assert fast_weights["retention"] > 0.1
+    # The T-Maze probe: the same horizon at the junction (L = 64 lies beyond the KV reach, L = 16 inside it).
+    assert cue_signal.tmaze_retention("kv", 64, seed=0) == 0.0
+    assert cue_signal.tmaze_retention("kv", 16, seed=0) > 0.0
+    assert cue_signal.tmaze_retention("deltanet", 64, seed=0) > 0.1
 
 
 @pytest.mark.slow
