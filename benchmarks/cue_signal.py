@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,33 +99,30 @@ def cue_signal(policy, env_kwargs: dict, n_episodes: int, first_seed: int = 1000
     return {"retention": retention, "signal_over_spread": float(at_recall.mean()) / max(spread, 1e-12)}
 
 
-def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int) -> dict[str, float]:
+def untrained_policy(spec: Any) -> Any:
+    """The freshly initialised policy of ``spec``'s agent (the model is built on a throwaway vector env)."""
     from stable_baselines3.common.env_util import make_vec_env
 
-    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples)[0]
     env = make_vec_env(spec.env_id, n_envs=spec.n_envs, env_kwargs=spec.env_kwargs)
     try:
-        model = build_model(spec, env)
+        return build_model(spec, env).policy
     finally:
         env.close()
-    return cue_signal(model.policy, spec.env_kwargs, n_episodes)
+
+
+def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int) -> dict[str, float]:
+    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples)[0]
+    return cue_signal(untrained_policy(spec), spec.env_kwargs, n_episodes)
 
 
 def tmaze_retention(agent: str, length: int, seed: int) -> float:
     """||y(cue up) - y(cue down)|| at the junction over the same at the cue step, for a freshly initialised agent of
     the T-Maze sweep (cue at step 0, ``length`` corridor steps, the junction at step ``length``)."""
-    from stable_baselines3.common.env_util import make_vec_env
-
-    spec = tmaze_specs([length], [agent], [seed], quick=False)[0]
-    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, env_kwargs=spec.env_kwargs)
-    try:
-        model = build_model(spec, env)
-    finally:
-        env.close()
+    policy = untrained_policy(tmaze_specs([length], [agent], [seed], quick=False)[0])
     obs = np.zeros((2, length + 1, 3), np.float32)  # [cue_up, cue_down, at_junction] per step
     obs[0, 0, 0] = obs[1, 0, 1] = 1.0
     obs[:, -1, 2] = 1.0
-    y = memory_outputs(model.policy, obs)  # (2, L + 1, D)
+    y = memory_outputs(policy, obs)  # (2, L + 1, D)
     diff = (y[0] - y[1]).norm(dim=-1)
     return float(diff[-1] / diff[0].clamp_min(1e-12))
 
