@@ -115,10 +115,11 @@ def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_epis
     return cue_signal(untrained_policy(spec), spec.env_kwargs, n_episodes)
 
 
-def tmaze_retention(agent: str, length: int, seed: int) -> float:
+def tmaze_retention(agent: str, length: int, seed: int, mixer_bias: float = 0.0) -> float:
     """||y(cue up) - y(cue down)|| at the junction over the same at the cue step, for a freshly initialised agent of
-    the T-Maze sweep (cue at step 0, ``length`` corridor steps, the junction at step ``length``)."""
-    policy = untrained_policy(tmaze_specs([length], [agent], [seed], quick=False)[0])
+    the T-Maze sweep (cue at step 0, ``length`` corridor steps, the junction at step ``length``); ``mixer_bias``
+    starts HQLT's blend leaning on the fast weights."""
+    policy = untrained_policy(tmaze_specs([length], [agent], [seed], quick=False, mixer_bias=mixer_bias)[0])
     obs = np.zeros((2, length + 1, 3), np.float32)  # [cue_up, cue_down, at_junction] per step
     obs[0, 0, 0] = obs[1, 0, 1] = 1.0
     obs[:, -1, 2] = 1.0
@@ -127,13 +128,15 @@ def tmaze_retention(agent: str, length: int, seed: int) -> float:
     return float(diff[-1] / diff[0].clamp_min(1e-12))
 
 
-def tmaze_main(lengths: list[int], agents: list[str], seeds: list[int], out: Path) -> None:
+def tmaze_main(lengths: list[int], agents: list[str], seeds: list[int], out: Path, mixer_biases: list[float]) -> None:
     rows = []
     for length in lengths:
         for agent in agents:
-            vals = [tmaze_retention(agent, length, seed) for seed in seeds]
-            rows.append({"agent": agent, "length": length, "retention": vals})
-            print(f"T-Maze L {length:5d}  {agent:9s} retention " + " ".join(f"{v:.3g}" for v in vals), flush=True)
+            for bias in mixer_biases if agent == "hqlt" else [0.0]:
+                vals = [tmaze_retention(agent, length, seed, bias) for seed in seeds]
+                name = f"{agent} (mixer_bias {bias:g})" if bias else agent
+                rows.append({"agent": name, "length": length, "retention": vals})
+                print(f"T-Maze L {length:5d}  {name:9s} retention " + " ".join(f"{v:.3g}" for v in vals), flush=True)
     lines = ["| T-Maze L | agent | retention at the junction, per init | mean |", "|---|---|---|---|"]
     for r in rows:
         per = " / ".join(f"{v:.2g}" for v in r["retention"])
@@ -155,13 +158,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=None, help="episode pairs per measurement (full: 32)")
     p.add_argument("--tmaze", nargs="+", type=int, default=None, metavar="L",
                    help="measure the passive T-Maze's cue at the junction for these corridor lengths instead")
+    p.add_argument("--mixer-bias", nargs="+", type=float, default=[0.0],
+                   help="with --tmaze: HQLT rows for each of these initial mixer gate biases (0: the default init)")
     p.add_argument("--json", type=Path, default=None,
                    help="default: benchmarks/results/cue_signal.json (cue_signal_tmaze.json with --tmaze)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.tmaze:
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-        tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json")
+        tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json", args.mixer_bias)
         return
     distractors = args.distractors or ([1, 30] if args.quick else [1, 30, 60])
     apples = args.apples or ([10] if args.quick else [10, 0])

@@ -78,10 +78,11 @@ def tmaze_gamma(length: int) -> float:
     return max(0.99, 1.0 - 1.0 / (4 * length))
 
 
-def memory_kwargs(agent: str) -> dict:
+def memory_kwargs(agent: str, mixer_bias: float = 0.0) -> dict:
     # LSTM baselines use one recurrent layer (the usual choice); attention / fast-weight stacks use N_LAYERS blocks.
     layers = 1 if agent in ("lstm", "gru", "rppo") else N_LAYERS
-    return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=WINDOW)
+    extra = {"mixer_bias": mixer_bias} if mixer_bias and agent == "hqlt" else {}
+    return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=WINDOW, **extra)
 
 
 def tmaze_specs(
@@ -93,10 +94,12 @@ def tmaze_specs(
     target_kl: float | None = None,
     budget_scale: float = 1.0,
     dual_clip: float | None = None,
+    mixer_bias: float = 0.0,
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
-    ``lr<lr>`` and kept apart from the main table (the main sweep ignores them)."""
+    ``lr<lr>`` and kept apart from the main table (the main sweep ignores them). A nonzero ``mixer_bias`` starts
+    HQLT's blend leaning on the fast weights (``MemoryConfig.mixer_bias``); its HQLT runs get ``mixbias<b>`` too."""
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -122,6 +125,9 @@ def tmaze_specs(
         if dual_clip is not None:
             ppo["dual_clip"] = dual_clip
         for agent in agents:
+            agent_variant = variant
+            if mixer_bias and agent == "hqlt":
+                agent_variant = "-".join(filter(None, (variant, f"mixbias{mixer_bias:g}")))
             for seed in seeds:
                 specs.append(
                     RunSpec(
@@ -133,9 +139,9 @@ def tmaze_specs(
                         total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
                         n_envs=8,
                         ppo=ppo,
-                        memory_kwargs=memory_kwargs(agent),
+                        memory_kwargs=memory_kwargs(agent, mixer_bias),
                         net_arch=[32],
-                        variant=variant,
+                        variant=agent_variant,
                         eval_episodes=20 if quick else 100,
                     )
                 )
@@ -376,6 +382,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None, help="T-Maze learning rate (default 1e-3; a stability variant)")
     p.add_argument("--target-kl", type=float, default=None, help="T-Maze PPO target_kl (a stability variant)")
     p.add_argument("--dual-clip", type=float, default=None, help="T-Maze dual-clip PPO bound (a stability variant)")
+    p.add_argument(
+        "--mixer-bias",
+        type=float,
+        default=0.0,
+        help="T-Maze: start HQLT's mixer leaning on the fast weights by this gate bias (a variant)",
+    )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
@@ -395,7 +407,9 @@ def main(argv: list[str] | None = None) -> None:
 
     specs: list[RunSpec] = []
     if "tmaze" in tasks:
-        specs += tmaze_specs(lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale, args.dual_clip)
+        specs += tmaze_specs(
+            lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale, args.dual_clip, args.mixer_bias
+        )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
         specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget, args.n_apples, args.apple_reward)

@@ -19,6 +19,7 @@ class Memory(nn.Module):
     d_model: int
     _compiled_forward = None  # set by compile_training; never pickled or deep-copied (see __getstate__)
     _compiled_step = None  # set by compile_rollout; the same
+    _ready_devices: frozenset = frozenset()  # devices whose caches _prepare_device has filled
 
     def compile_training(self, enabled: bool = True) -> Memory:
         """Opt in to ``torch.compile`` for multi-step calls with gradients (the training replay); other calls stay
@@ -82,10 +83,25 @@ class Memory(nn.Module):
             )
         episode_starts = episode_starts.to(device=x.device, dtype=torch.bool)
         if self._compiled_forward is not None and steps > 1 and torch.is_grad_enabled():
+            self._prepare_device(x.device)
             return self._compiled_forward(x, state, episode_starts)
         if self._compiled_step is not None and steps == 1 and torch.is_inference_mode_enabled():
+            self._prepare_device(x.device)
             return self._compiled_step(x, state, episode_starts)
         return self._forward(x, state, episode_starts)
+
+    def _prepare_device(self, device: torch.device) -> None:
+        """Before a compiled call: let submodules fill their per-device caches (``prepare_device(device)``, e.g. the
+        rotary tables) eagerly, outside inference mode. Filled inside the compiled rollout step they would be inference
+        tensors, which the compiled training graph refuses to save for backward."""
+        if device in self._ready_devices:
+            return
+        with torch.inference_mode(False):
+            for module in self.modules():
+                prepare = getattr(module, "prepare_device", None)
+                if callable(prepare):
+                    prepare(device)
+        self._ready_devices = self._ready_devices | {device}
 
     def _param_dtype(self) -> torch.dtype:
         for p in self.parameters():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 MEMORY_NAMES = ("hqlt", "kv", "deltanet", "linear", "lstm", "gru", "none")
@@ -27,6 +28,9 @@ class MemoryConfig:
     """How input reaches the two systems: synchronous, delayed_stream or delayed_chunk."""
     mixer: str = "vector"
     """How the two outputs combine: sum, scalar (two sigmoid scalars per head) or vector (sigmoid gate)."""
+    mixer_bias: float = 0.0
+    """Added to the mixer's initial gate bias (vector and scalar mixers): 0 starts an even blend (sigmoid 0.5); a
+    positive value starts the blend leaning on the fast weights (sigmoid(2) = 0.88), a negative one on the KV window."""
     fw_rule: str = "delta"
     """Fast-weight update: delta (DeltaNet) or sum (linear attention, the paper's ablation); 'linear' always uses sum."""
     allow_neg_eigval: bool = True
@@ -73,6 +77,12 @@ class MemoryConfig:
         for name in ("allow_neg_eigval", "rope", "carry_fw_across_episodes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"memory config field '{name}' must be true or false, got {getattr(self, name)!r}")
+        if (
+            isinstance(self.mixer_bias, bool)
+            or not isinstance(self.mixer_bias, (int, float))
+            or not math.isfinite(self.mixer_bias)
+        ):
+            raise ValueError(f"memory config field 'mixer_bias' must be a finite number, got {self.mixer_bias!r}")
         if not self.mlp_ratio > 0:
             raise ValueError(f"memory config field 'mlp_ratio' must be > 0, got {self.mlp_ratio!r}")
         if not self.norm_eps > 0:

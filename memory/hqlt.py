@@ -202,6 +202,12 @@ class HQLTLayer(nn.Module):
         n_gate = {None: 0, "sum": 0, "scalar": 2 * self.n_heads, "vector": d}[self.mixer]
         self.n_beta, self.n_gate = n_beta, n_gate
         self.aux = nn.Linear(d, n_beta + n_gate, bias=True) if n_beta + n_gate > 0 else None
+        if n_gate and config.mixer_bias:  # lean the initial blend: vector gate g (FW share); scalar (FW, KV) weights
+            shift = torch.full((n_gate,), float(config.mixer_bias))
+            if self.mixer == "scalar":
+                shift.view(self.n_heads, 2)[:, 1].neg_()
+            with torch.no_grad():
+                self.aux.bias[n_beta:] += shift
         if self.has_kv:
             self.attn = WindowAttention(
                 self.d_head, self.window, rope=config.rope, rope_base=config.rope_base, chunked=self.blend == "delayed_chunk"

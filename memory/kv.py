@@ -85,11 +85,19 @@ class Rotary(nn.Module):
         self.dim, self.base = dim, base
         inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (D/2,)
         # Not a buffer: Module.to(dtype) would cast it down. Copied per device on first use.
-        self._signed_freqs = {torch.device("cpu"): torch.cat((-inv_freq, inv_freq))}  # (D,)
+        self._freqs_source = torch.cat((-inv_freq, inv_freq))  # (D,)
+        self._signed_freqs: dict[torch.device, torch.Tensor] = {}
+
+    def prepare_device(self, device: torch.device) -> None:
+        """Build the tables for ``device`` now (``Memory`` calls it before compiled calls, see ``_prepare_device``)."""
+        self._freqs(device)
 
     def _freqs(self, device: torch.device) -> torch.Tensor:
         if device not in self._signed_freqs:
-            self._signed_freqs[device] = self._signed_freqs[torch.device("cpu")].to(device)
+            # First use on this device may come under inference_mode (a rollout): cache an ordinary tensor, or
+            # torch.compile's training graph, which saves it for backward, would refuse it later.
+            with torch.inference_mode(False):
+                self._signed_freqs[device] = self._freqs_source.to(device, copy=True)
         return self._signed_freqs[device]
 
     def cos_sin(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,7 +199,7 @@ def test_memory_module_instance(tmp_path) -> None:
 def test_buffer_stores_one_state_per_sequence() -> None:
     env = make_env(n_envs=3)
     model = MemoryPPO(
-        "MlpMemoryPolicy", env, n_steps=24, seq_len=8, batch_size=24, seed=0,
+        "MlpMemoryPolicy", env, n_steps=24, seq_len=8, batch_size=24, seed=0, device="cpu",
         policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(TINY)),
     )
     collect(model)
@@ -256,7 +256,7 @@ def test_truncation_bootstraps_from_final_observation_under_episode_state() -> N
     gamma, step_reward = 0.9, 0.25
     env = make_vec_env(lambda: CueEnv(min_len=5, max_len=5, step_reward=step_reward), n_envs=1, seed=3)
     model = MemoryPPO(
-        "MlpMemoryPolicy", env, n_steps=8, seq_len=8, batch_size=8, gamma=gamma, seed=0,
+        "MlpMemoryPolicy", env, n_steps=8, seq_len=8, batch_size=8, gamma=gamma, seed=0, device="cpu",
         policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(TINY)),
     )
     collect(model)

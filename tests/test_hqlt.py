@@ -263,6 +263,8 @@ def test_carry_fw_across_episodes(blend):
         (dict(fw_rule="hebb"), "fw_rule"),
         (dict(short_conv=-1), "short_conv"),
         (dict(short_conv=2.5), "short_conv"),
+        (dict(mixer_bias=float("nan")), "mixer_bias"),
+        (dict(mixer_bias="fw"), "mixer_bias"),
         (dict(windw=4), "windw"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
@@ -279,6 +281,35 @@ def test_bad_kind_raises():
     with pytest.raises(ValueError, match="StackState"):
         mem = MemoryStack(MemoryConfig(d_model=16, n_layers=2), kind="kv")
         mem(torch.randn(1, 3, 16), MemoryStack(MemoryConfig(d_model=16, n_layers=1), kind="kv").initial_state(1))
+
+
+@pytest.mark.parametrize("mixer", ["vector", "scalar"])
+def test_mixer_bias_leans_the_initial_blend(mixer):
+    """mixer_bias shifts only the gate's bias: 0 leaves the seeded init as it was; +3 starts each layer's FW share
+    near sigmoid(3) (the scalar mixer's KV weight near sigmoid(-3)); beta and every other weight are untouched."""
+
+    def build(bias):
+        torch.manual_seed(0)
+        return build_memory("hqlt", d_model=16, n_heads=2, window=4, n_layers=1, mixer=mixer, mixer_bias=bias)
+
+    plain, zero, leaned = build(0.0), build(0), build(3.0)
+    torch.manual_seed(0)
+    default = build_memory("hqlt", d_model=16, n_heads=2, window=4, n_layers=1, mixer=mixer)
+    for a, b in zip(default.state_dict().values(), zero.state_dict().values()):
+        assert torch.equal(a, b)
+    diff = {k: (leaned.state_dict()[k] - v).abs().max().item() for k, v in plain.state_dict().items()}
+    assert all(d == 0.0 for k, d in diff.items() if "aux" not in k)
+    x = torch.randn(2, 5, 16)
+    proj = _hqlt_layer(leaned).project(x)
+    if mixer == "vector":
+        assert 0.85 < proj.gate.mean().item() < 0.99
+    else:
+        assert proj.gate[..., 0].mean().item() > 0.85 and proj.gate[..., 1].mean().item() < 0.15
+    assert proj.beta is not None and torch.equal(proj.beta, _hqlt_layer(plain).project(x).beta)  # beta untouched
+
+
+def _hqlt_layer(stack: MemoryStack) -> HQLTLayer:
+    return next(m for m in stack.modules() if isinstance(m, HQLTLayer))
 
 
 def test_diagnostics_after_forward():

@@ -51,3 +51,13 @@ def test_steps_equal_parallel_at_large_positions(blend):
     for a, b in zip(s.layers, s_par.layers):
         torch.testing.assert_close(a.kv.keys, b.kv.keys, rtol=1e-4, atol=1e-5)
         assert torch.equal(a.kv.position, b.kv.position)
+
+
+def test_rotary_tables_first_built_under_inference_mode_are_ordinary_tensors():
+    """The per-device copy of the rotary frequencies is made on first use, which in MemoryPPO is a rollout step under
+    inference_mode; cached as an inference tensor it breaks the compiled training graph that saves it for backward
+    (seen on CUDA). 'meta' stands in for a device other than the CPU."""
+    rot = Rotary(8)
+    with torch.inference_mode():
+        freqs = rot._freqs(torch.device("meta"))
+    assert freqs.device.type == "meta" and not freqs.is_inference()
