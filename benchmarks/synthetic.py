@@ -63,6 +63,41 @@ def modular_batch(rng: np.random.Generator, batch: int, length: int) -> tuple[np
     return tokens, np.array([evaluate_expression(row) for row in tokens])
 
 
+def packed_batch(
+    sample, rng: np.random.Generator, rows: int, row_len: int, min_len: int, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sequences of independently drawn lengths in [min_len, max_len], packed back to back into ``rows`` rows of
+    ``row_len`` tokens, so that one batch mixes lengths. Each sequence begins an episode: the memory resets there, so
+    sequences never see each other (the memory contract makes this equal to running them one by one). A row's unused
+    space goes to its front, as an episode of padding whose output is never read.
+
+    Returns tokens [rows, row_len], episode starts [rows, row_len] bool, and per sequence its row, its last column
+    and its label.
+    """
+    if not 1 <= min_len <= max_len <= row_len:
+        raise ValueError(f"packing needs 1 <= min_len <= max_len <= row_len, got {min_len}, {max_len}, {row_len}")
+    tokens = np.zeros((rows, row_len), dtype=np.int64)
+    starts = np.zeros((rows, row_len), dtype=bool)
+    starts[:, 0] = True
+    end_rows, end_cols, labels = [], [], []
+    for r in range(rows):
+        seqs, free = [], row_len
+        while free >= min_len:
+            n = min(int(rng.integers(min_len, max_len + 1)), free)  # the last one of a row may be cut to fit
+            x, y = sample(rng, 1, n)  # modular: an even n comes back one shorter
+            seqs.append((x[0], int(y[0])))
+            free -= x.shape[1]
+        col = free
+        for seq, label in seqs:
+            tokens[r, col : col + len(seq)] = seq
+            starts[r, col] = True
+            col += len(seq)
+            end_rows.append(r)
+            end_cols.append(col - 1)
+            labels.append(label)
+    return tokens, starts, np.array(end_rows), np.array(end_cols), np.array(labels)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -98,9 +133,13 @@ class SequenceClassifier(nn.Module):
         self.memory = build_memory(memory_name, d_model, n_layers=n_layers, n_heads=n_heads, **fields)
         self.head = nn.Linear(d_model, task.classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        y, _ = self.memory(self.embed(tokens))  # (B, T, D)
-        return self.head(y[:, -1])  # (B, classes)
+    def forward(
+        self, tokens: torch.Tensor, starts: torch.Tensor | None = None, ends: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, classes] at the last step; with packed sequences (``starts`` [B, T] bool,
+        ``ends`` = (rows, cols) of each sequence's last token) -> logits [N, classes], one per sequence."""
+        y, _ = self.memory(self.embed(tokens), None, starts)  # (B, T, D)
+        return self.head(y[:, -1] if ends is None else y[ends])
 
 
 def normalised(acc: float, classes: int) -> float:
@@ -120,10 +159,18 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
+    pack = getattr(args, "pack", False)
     for _ in range(args.steps):
-        length = int(rng.integers(args.train_min, args.train_max + 1))
-        x, y = task.sample(rng, args.batch, length)
-        logits = model(torch.as_tensor(x))
+        if pack:  # rows of train_max tokens, each holding sequences of mixed lengths
+            x, starts, end_r, end_c, y = packed_batch(
+                task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max
+            )
+            ends = (torch.as_tensor(end_r), torch.as_tensor(end_c))
+            logits = model(torch.as_tensor(x), torch.as_tensor(starts), ends)
+        else:  # one length per batch
+            length = int(rng.integers(args.train_min, args.train_max + 1))
+            x, y = task.sample(rng, args.batch, length)
+            logits = model(torch.as_tensor(x))
         loss = loss_fn(logits, torch.as_tensor(y))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,6 +252,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-stride", type=int, default=None)
     parser.add_argument(
         "--short-conv", type=int, default=0, help="kernel of the short q/k/v convolutions of every model (0: none)"
+    )
+    parser.add_argument(
+        "--pack",
+        action="store_true",
+        help="train on rows of train-max tokens packing sequences of mixed lengths (--batch rows per step, each "
+        "sequence its own episode) instead of --batch sequences of one length per step",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")

@@ -54,3 +54,39 @@ def test_quick_mode_separates_fast_weights_from_window(tmp_path):
     assert (tmp_path / "s.json").is_file()
     assert parity["KV-only (S=8)"] < 15.0  # a window of 8 cannot count parity over 40-256 steps
     assert parity["DeltaNet"] > 30.0
+
+
+def test_packed_batch_layout_and_labels():
+    rng = np.random.default_rng(3)
+    tokens, starts, rows, cols, labels = synthetic.packed_batch(modular_batch, rng, 64, 40, 3, 40)
+    assert tokens.shape == starts.shape == (64, 40) and starts[:, 0].all()
+    lengths = []
+    for r in range(64):
+        begin = np.flatnonzero(starts[r])
+        ends = cols[rows == r]
+        assert len(ends) >= 1 and ends[-1] == 39  # the row is filled to its end; padding, if any, in front
+        seq_begins = begin[-len(ends) :]
+        assert seq_begins[0] < 3  # padding shorter than the shortest sequence
+        for b, e, label in zip(seq_begins, ends, labels[rows == r]):
+            assert evaluate_expression(tokens[r, b : e + 1]) == label and (e - b) % 2 == 0  # odd length
+            lengths.append(e - b + 1)
+    assert min(lengths) <= 9 and max(lengths) >= 31  # lengths are mixed within the batch
+    with pytest.raises(ValueError, match="row_len"):
+        synthetic.packed_batch(parity_batch, rng, 2, 10, 3, 40)
+
+
+def test_packed_sequences_equal_separate_runs():
+    """Reading each packed sequence's last step gives the logits of running that sequence alone (resets work)."""
+    import torch
+
+    torch.manual_seed(0)
+    task = synthetic.TASKS["modular"]
+    model = synthetic.SequenceClassifier(task, "hqlt", 16, 2, 2, window=4, chunk_size=8).double()
+    tokens, starts, rows, cols, labels = synthetic.packed_batch(modular_batch, np.random.default_rng(5), 3, 40, 3, 20)
+    with torch.no_grad():
+        packed = model(torch.as_tensor(tokens), torch.as_tensor(starts), (torch.as_tensor(rows), torch.as_tensor(cols)))
+        for i, (r, c) in enumerate(zip(rows, cols)):
+            begin = max(b for b in np.flatnonzero(starts[r]) if b <= c)
+            alone = model(torch.as_tensor(tokens[r : r + 1, begin : c + 1]))
+            torch.testing.assert_close(packed[i : i + 1], alone, rtol=1e-10, atol=1e-10)
+    assert len(rows) > 3  # several sequences per row
