@@ -197,6 +197,18 @@ def test_cue_signal_sees_the_kv_horizon() -> None:
     assert cue_signal.tmaze_retention("deltanet", 64, seed=0) > 0.1
 
 
+def test_mixer_bias_variant_of_the_tmaze_sweep() -> None:
+    """--mixer-bias changes HQLT's runs only (their own key), and at init more of the cue reaches the junction."""
+    import cue_signal
+    from memory_length import tmaze_specs
+
+    plain = {s.agent: s for s in tmaze_specs([64], ["hqlt", "deltanet"], [0], quick=True)}
+    leaned = {s.agent: s for s in tmaze_specs([64], ["hqlt", "deltanet"], [0], quick=True, mixer_bias=2.0)}
+    assert leaned["hqlt"].key == "tmaze-L64/hqlt-mixbias2/seed0" and leaned["hqlt"].memory_kwargs["mixer_bias"] == 2.0
+    assert leaned["deltanet"] == plain["deltanet"] and "mixer_bias" not in plain["hqlt"].memory_kwargs
+    assert cue_signal.tmaze_retention("hqlt", 64, 0, mixer_bias=2.0) > 1.5 * cue_signal.tmaze_retention("hqlt", 64, 0)
+
+
 @pytest.mark.slow
 def test_cue_signal_quick_mode_writes_table(tmp_path: Path) -> None:
     import cue_signal
