@@ -109,6 +109,22 @@ def collect(model: MemoryPPO) -> None:
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
 
 
+def replay_rollout(model: MemoryPPO, grad: bool = False, tol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Collect one rollout, replay all its stored sequences in training mode and check that the replay reproduces the
+    rollout's log-probs and values (within ``tol``); returns values, log-probs and the batch."""
+    collect(model)
+    buffer = model.rollout_buffer
+    batch = buffer.select(torch.arange(buffer.n_sequences))
+    model.policy.set_training_mode(True)
+    with torch.set_grad_enabled(grad):
+        values, log_prob, _ = model.policy.evaluate_sequences(
+            batch.observations, batch.actions, batch.rewards, batch.states, batch.episode_starts
+        )
+    torch.testing.assert_close(log_prob.detach(), batch.old_log_prob.flatten(), atol=tol, rtol=tol)
+    torch.testing.assert_close(values.detach(), batch.old_values.flatten(), atol=tol, rtol=tol)
+    return values, log_prob, batch
+
+
 # ---------------------------------------------------------------------------------------------------------- smoke
 
 SMOKE = [
@@ -234,19 +250,8 @@ def test_replay_matches_rollout(memory: str, obs: str, act: str, options: dict) 
     """Before any gradient step, replaying stored sequences reproduces the rollout's values and log-probs."""
     env = make_env(n_envs=3, obs=obs, act=act, min_len=2, max_len=6)
     model = make_model(env, memory, obs, **options)
-    collect(model)
-    buffer = model.rollout_buffer
-    data = buffer.sequence_tensors()
-    assert bool(data["episode_starts"][:, 1:].any())  # resets inside sequences are exercised
-    index = torch.arange(buffer.n_sequences)
-    batch = buffer.select(index)
-    model.policy.set_training_mode(True)
-    with torch.no_grad():
-        values, log_prob, _ = model.policy.evaluate_sequences(
-            batch.observations, batch.actions, batch.rewards, batch.states, batch.episode_starts
-        )
-    torch.testing.assert_close(log_prob, batch.old_log_prob.flatten(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(values, batch.old_values.flatten(), atol=1e-5, rtol=1e-5)
+    _, _, batch = replay_rollout(model)
+    assert bool(batch.episode_starts[:, 1:].any())  # resets inside sequences are exercised
     # The first minibatch of training sees ratio == 1.
     model.train()
     assert model.logger.name_to_value["train/clip_fraction"] < 1.0

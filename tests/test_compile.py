@@ -191,15 +191,8 @@ def test_compiled_step_equals_eager_and_has_no_graph_break(kind, extra):
 def test_compiled_rollout_then_compiled_training_backward():
     """The first compiled call (a rollout step under inference_mode) must not leave inference tensors in per-device
     caches that the compiled training graph then saves for backward (it did with the rotary tables on CUDA)."""
-    from test_agents import collect, make_env, make_model
+    from test_agents import make_env, make_model, replay_rollout
 
     model = make_model(make_env(n_envs=3, min_len=2, max_len=6), "hqlt", compile_memory=True)
-    collect(model)
-    buffer = model.rollout_buffer
-    batch = buffer.select(torch.arange(buffer.n_sequences))
-    model.policy.set_training_mode(True)
-    values, log_prob, _ = model.policy.evaluate_sequences(
-        batch.observations, batch.actions, batch.rewards, batch.states, batch.episode_starts
-    )
+    values, log_prob, _ = replay_rollout(model, grad=True)
     (values.sum() + log_prob.sum()).backward()
-    torch.testing.assert_close(log_prob.detach(), batch.old_log_prob.flatten(), atol=1e-5, rtol=1e-5)

@@ -21,7 +21,7 @@ from memory import state_leaves
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from test_agents import POLICY, REPLAY, TINY, collect, make_env  # noqa: E402
+from test_agents import POLICY, REPLAY, TINY, make_env, replay_rollout  # noqa: E402
 from test_memory_contract import CARRY_CASES, CASES, inputs, make, run_steps  # noqa: E402
 
 CUDA = torch.device("cuda")
@@ -109,18 +109,9 @@ def test_gpu_float32_close_to_float64_reference(name, cfg):
 def test_ppo_on_gpu_replay_matches_rollout(memory, obs, act, options):
     env = make_env(n_envs=3, obs=obs, act=act, min_len=2, max_len=6)
     model = gpu_model(env, memory, obs, **options)
-    collect(model)
-    buffer = model.rollout_buffer
-    batch = buffer.select(torch.arange(buffer.n_sequences))
+    _, _, batch = replay_rollout(model, tol=1e-4)
     assert batch.episode_starts.device.type == "cuda"
     assert all(leaf.device.type == "cuda" for leaf in state_leaves(batch.states) if leaf is not None)
-    model.policy.set_training_mode(True)
-    with torch.no_grad():
-        values, log_prob, _ = model.policy.evaluate_sequences(
-            batch.observations, batch.actions, batch.rewards, batch.states, batch.episode_starts
-        )
-    torch.testing.assert_close(log_prob, batch.old_log_prob.flatten(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(values, batch.old_values.flatten(), atol=1e-4, rtol=1e-4)
     model.train()
     assert np.isfinite(model.logger.name_to_value["train/value_loss"])
 
@@ -176,15 +167,8 @@ def test_compiled_memory_trains_on_gpu():
     """compile_memory=True on the GPU: the rollout steps (under inference_mode) and the training replay both compile,
     and the compiled replay reproduces the rollout before the first gradient step."""
     model = gpu_model(make_env(n_envs=3, min_len=2, max_len=6), "hqlt", compile_memory=True)
-    collect(model)
-    buffer = model.rollout_buffer
-    batch = buffer.select(torch.arange(buffer.n_sequences))
-    model.policy.set_training_mode(True)
-    values, log_prob, _ = model.policy.evaluate_sequences(
-        batch.observations, batch.actions, batch.rewards, batch.states, batch.episode_starts
-    )
-    torch.testing.assert_close(log_prob.detach(), batch.old_log_prob.flatten(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(values.detach(), batch.old_values.flatten(), atol=1e-4, rtol=1e-4)
+    values, log_prob, _ = replay_rollout(model, grad=True, tol=1e-4)
+    (values.sum() + log_prob.sum()).backward()
     model.train()
     model.learn(48)
     assert np.isfinite(model.logger.name_to_value["train/value_loss"])
