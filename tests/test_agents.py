@@ -352,16 +352,26 @@ def test_save_load_identical_actions(tmp_path) -> None:
     model.save(path)
     loaded = MemoryPPO.load(path, env=make_env(obs="dict", act="box"), device="cpu")
     assert loaded.seq_len == model.seq_len and loaded.policy.critic_memory
-    obs_env = make_env(obs="dict", act="box", seed=11)
-    obs = obs_env.reset()
-    s1 = s2 = None
-    starts = np.ones(2, dtype=bool)
-    for _ in range(8):
-        a1, s1 = model.predict(obs, s1, starts, deterministic=True)
-        a2, s2 = loaded.predict(obs, s2, starts, deterministic=True)
-        np.testing.assert_array_equal(a1, a2)
-        obs, _, starts, _ = obs_env.step(a1)
+    assert_same_actions(model, loaded, make_env(obs="dict", act="box", seed=11), steps=8)
     loaded.learn(16)  # a loaded model trains on
+
+
+def assert_same_actions(model: MemoryPPO, other: MemoryPPO, env, steps: int, tol: float = 0.0) -> None:
+    """Both models act alike on ``env`` for ``steps`` steps (greedy, their states carried): equal actions when ``tol``
+    is 0, else actions and every state leaf within ``tol``."""
+    obs = env.reset()
+    s1 = s2 = None
+    starts = np.ones(env.num_envs, dtype=bool)
+    for _ in range(steps):
+        a1, s1 = model.predict(obs, s1, starts, deterministic=True)
+        a2, s2 = other.predict(obs, s2, starts, deterministic=True)
+        if tol == 0.0:
+            np.testing.assert_array_equal(a1, a2)
+        else:
+            np.testing.assert_allclose(a1, a2, rtol=tol, atol=tol)
+            for u, v in zip(torch.utils._pytree.tree_leaves(s1), torch.utils._pytree.tree_leaves(s2), strict=True):
+                np.testing.assert_allclose(u, v, rtol=tol, atol=tol)
+        obs, _, starts, _ = env.step(a1)
 
 
 def test_load_mismatched_env_and_foreign_file(tmp_path) -> None:

@@ -15,13 +15,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch.utils._pytree import tree_leaves, tree_map
+from torch.utils._pytree import tree_map
 
 from memory import state_leaves
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from test_agents import POLICY, REPLAY, TINY, make_env, replay_rollout  # noqa: E402
+from test_agents import POLICY, REPLAY, TINY, assert_same_actions, make_env, replay_rollout  # noqa: E402
 from test_memory_contract import CARRY_CASES, CASES, inputs, make, run_steps  # noqa: E402
 
 CUDA = torch.device("cuda")
@@ -126,17 +126,7 @@ def test_ppo_learns_on_gpu_saves_and_loads_on_cpu(tmp_path):
     model.save(path)
     loaded = MemoryPPO.load(path, env=make_env(obs="dict", act="box"), device="cpu")
     assert all(p.device.type == "cpu" for p in loaded.policy.parameters())
-    obs_env = make_env(obs="dict", act="box", seed=11)
-    obs = obs_env.reset()
-    s1 = s2 = None
-    starts = np.ones(2, dtype=bool)
-    for _ in range(12):
-        a1, s1 = model.predict(obs, s1, starts, deterministic=True)
-        a2, s2 = loaded.predict(obs, s2, starts, deterministic=True)
-        np.testing.assert_allclose(a1, a2, rtol=1e-4, atol=1e-4)
-        for u, v in zip(tree_leaves(s1), tree_leaves(s2), strict=True):
-            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
-        obs, _, starts, _ = obs_env.step(a1)
+    assert_same_actions(model, loaded, make_env(obs="dict", act="box", seed=11), steps=12, tol=1e-4)
     loaded.learn(16)  # and trains on, on the CPU
 
 
