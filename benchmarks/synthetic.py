@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     args = parser.parse_args(argv)
+    if not 1 <= args.train_min <= args.train_max:
+        parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
     torch.set_num_threads(args.threads)
     tasks = args.tasks or (["parity"] if args.quick else ["parity", "modular"])
     args.steps = args.steps or (300 if args.quick else 1500)

@@ -15,14 +15,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch.utils._pytree import tree_map
 
-from memory import state_leaves
+from memory import map_state, state_leaves
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 from test_agents import POLICY, REPLAY, TINY, assert_same_actions, make_env, replay_rollout  # noqa: E402
-from test_memory_contract import CARRY_CASES, CASES, inputs, make, run_steps  # noqa: E402
+from test_memory_contract import CARRY_CASES, CASES, assert_states_close, inputs, make, run_steps  # noqa: E402
 
 CUDA = torch.device("cuda")
 
@@ -46,19 +45,11 @@ def gpu_model(env, memory: str, obs: str = "box", memory_extra: dict | None = No
     )
 
 
-def _to(state, device):
-    return tree_map(lambda leaf: leaf.to(device) if torch.is_tensor(leaf) else leaf, state)
-
-
-def _assert_states_close(gpu_state, cpu_state, tol):
-    lg, lc = state_leaves(gpu_state), state_leaves(cpu_state)
-    assert len(lg) == len(lc)
-    for g, c in zip(lg, lc):
-        assert g.device.type == "cuda", "a state tensor left the GPU"
-        if g.is_floating_point():
-            torch.testing.assert_close(g.cpu(), c.to(g.dtype), rtol=tol, atol=tol)
-        else:
-            assert torch.equal(g.cpu(), c)
+def _assert_gpu_state_close(gpu_state, ref_state, tol):
+    """Every tensor of ``gpu_state`` is still on the GPU and, moved to the CPU in ``ref_state``'s dtypes, matches it."""
+    assert all(leaf.is_cuda for leaf in state_leaves(gpu_state)), "a state tensor left the GPU"
+    on_cpu = map_state(lambda g, r: g.to("cpu", r.dtype), gpu_state, ref_state)
+    assert_states_close(on_cpu, ref_state, tol)
 
 
 @pytest.mark.parametrize(("name", "cfg"), CASES + CARRY_CASES)
@@ -77,7 +68,7 @@ def test_gpu_equals_cpu_float64(name, cfg):
     y_c, s_c, g_c = run(cpu, "cpu")
     y_g, s_g, g_g = run(gpu, CUDA)
     torch.testing.assert_close(y_g.cpu(), y_c, rtol=1e-9, atol=1e-10)
-    _assert_states_close(s_g, s_c, 1e-9)
+    _assert_gpu_state_close(s_g, s_c, 1e-9)
     for a, b in zip(g_g, g_c):
         assert (a is None) == (b is None)
         if a is not None:
@@ -87,7 +78,7 @@ def test_gpu_equals_cpu_float64(name, cfg):
         y1, s1 = run_steps(gpu, x.to(CUDA), starts.to(CUDA), gpu.initial_state(x.shape[0], device=CUDA))
         y_t, s_t = gpu(x.to(CUDA), None, starts.to(CUDA))
     torch.testing.assert_close(y1, y_t, rtol=1e-9, atol=1e-10)
-    _assert_states_close(s1, _to(s_t, "cpu"), 1e-9)
+    _assert_gpu_state_close(s1, map_state(lambda t: t.cpu(), s_t), 1e-9)
 
 
 @pytest.mark.parametrize(("name", "cfg"), CASES)
@@ -102,7 +93,7 @@ def test_gpu_float32_close_to_float64_reference(name, cfg):
     assert y.dtype == torch.float32 and y.device.type == "cuda"
     # cuDNN may run the GRU/LSTM (and the convolutions) in TF32 (10-bit mantissa): allow ~5e-4 of the output scale.
     torch.testing.assert_close(y.double().cpu(), y_ref, rtol=1e-3, atol=5e-4 * max(scale, 1.0))
-    _assert_states_close(s, _to(s_ref, "cpu"), 1e-3)
+    _assert_gpu_state_close(s, s_ref, 1e-3)
 
 
 @pytest.mark.parametrize("memory,obs,act,options", REPLAY, ids=[f"{m}-{o}-{a}" for m, o, a, _ in REPLAY])
