@@ -160,7 +160,9 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
     pack = getattr(args, "pack", False)
-    for _ in range(args.steps):
+    eval_every = getattr(args, "eval_every", 0)
+    curve: list[dict] = []
+    for step in range(1, args.steps + 1):
         if pack:  # rows of train_max tokens, each holding sequences of mixed lengths
             x, starts, end_r, end_c, y = packed_batch(
                 task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max
@@ -177,26 +179,44 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if eval_every and step % eval_every == 0 and step < args.steps:
+            eval_start = time.perf_counter()
+            point = dict(step=step, **_evaluate(model, task, args, seed))
+            point.pop("test_by_length")
+            curve.append(point)
+            print(f"  seed {seed} step {step}: train {point['train_acc']:.1f} test {point['test_acc']:.1f}", flush=True)
+            start += time.perf_counter() - eval_start  # evaluation time is not training time
     train_time = time.perf_counter() - start
+    result = dict(_evaluate(model, task, args, seed), seconds=train_time)
+    if eval_every:
+        result["curve"] = curve + [{"step": args.steps, "train_acc": result["train_acc"], "test_acc": result["test_acc"]}]
+    return result
 
-    def accuracy(lengths: list[int]) -> float:
-        correct = total = 0
+
+def _evaluate(model: nn.Module, task: Task, args: argparse.Namespace, seed: int) -> dict:
+    """Normalised accuracy on the training lengths, on the test lengths, and on each test length.
+
+    The evaluation sequences depend on the seed only, so every evaluation of a run sees the same ones."""
+
+    def correct_counts(lengths: list[int]) -> list[tuple[int, int]]:
         eval_rng = np.random.default_rng(10_000 + seed)
+        counts = []
         with torch.no_grad():
             for length in lengths:
                 x, y = task.sample(eval_rng, args.eval_batch, length)
                 pred = model(torch.as_tensor(x)).argmax(-1).numpy()
-                correct += int((pred == y).sum())
-                total += len(y)
-        return correct / total
+                counts.append((int((pred == y).sum()), len(y)))
+        return counts
+
+    def pooled(counts: list[tuple[int, int]]) -> float:
+        return normalised(sum(c for c, _ in counts) / sum(n for _, n in counts), task.classes)
 
     test_lengths = list(range(args.test_min, args.test_max + 1, args.test_stride))
-    train_acc = accuracy(list(range(args.train_min, args.train_max + 1, 4)))
-    test_acc = accuracy(test_lengths)
+    test_counts = correct_counts(test_lengths)
     return {
-        "train_acc": normalised(train_acc, task.classes),
-        "test_acc": normalised(test_acc, task.classes),
-        "seconds": train_time,
+        "train_acc": pooled(correct_counts(list(range(args.train_min, args.train_max + 1, 4)))),
+        "test_acc": pooled(test_counts),
+        "test_by_length": {length: normalised(c / n, task.classes) for length, (c, n) in zip(test_lengths, test_counts)},
     }
 
 
@@ -259,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         help="train on rows of train-max tokens packing sequences of mixed lengths (--batch rows per step, each "
         "sequence its own episode) instead of --batch sequences of one length per step",
     )
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also evaluate every N training steps and record the curve (0: at the end only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
@@ -266,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not 1 <= args.train_min <= args.train_max:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
+    if args.eval_every < 0:
+        parser.error(f"--eval-every ({args.eval_every}) must be 0 (off) or a positive number of steps")
     torch.set_num_threads(args.threads)
     tasks = args.tasks or (["parity"] if args.quick else ["parity", "modular"])
     args.steps = args.steps or (300 if args.quick else 1500)

@@ -90,3 +90,23 @@ def test_packed_sequences_equal_separate_runs():
             alone = model(torch.as_tensor(tokens[r : r + 1, begin : c + 1]))
             torch.testing.assert_close(packed[i : i + 1], alone, rtol=1e-10, atol=1e-10)
     assert len(rows) > 3  # several sequences per row
+
+
+def test_eval_every_records_a_curve_without_changing_the_run(tmp_path):
+    common = ["--tasks", "modular", "--models", "DeltaNet", "--seeds", "1", "--steps", "12", "--batch", "8",
+              "--test-max", "56", "--pack"]
+    plain = synthetic.main(common)["results"]["DeltaNet"]["modular"]["runs"][0]
+    curved = synthetic.main(common + ["--eval-every", "5", "--json", str(tmp_path / "c.json")])
+    run = curved["results"]["DeltaNet"]["modular"]["runs"][0]
+    assert [p["step"] for p in run["curve"]] == [5, 10, 12]
+    # the evaluations draw from their own generator: the run ends where the plain one does
+    assert run["test_acc"] == plain["test_acc"] and run["test_by_length"] == plain["test_by_length"]
+    assert run["curve"][-1]["test_acc"] == run["test_acc"]
+    assert sorted(run["test_by_length"]) == [40, 48, 56]
+    assert (tmp_path / "c.json").is_file()
+
+
+def test_eval_every_rejects_negative_steps(capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--eval-every", "-1"])
+    assert "--eval-every" in capsys.readouterr().err
