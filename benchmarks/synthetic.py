@@ -251,6 +251,50 @@ def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -
     plt.close(fig)
 
 
+def plot_curves(json_paths: list[Path], path: Path) -> None:
+    """From runs made with --eval-every: test accuracy against training steps, and the final accuracy per test length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_steps, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
+    plotted = 0
+    for json_path in json_paths:
+        record = json.loads(Path(json_path).read_text())
+        first_seed = int(record["args"]["first_seed"])
+        for label, by_task in record["results"].items():
+            for task_name, entry in by_task.items():
+                for i, run in enumerate(entry["runs"]):
+                    if "curve" not in run:
+                        continue
+                    name = f"{label}, {task_name}, seed {first_seed + i}, {record['args']['steps']} steps"
+                    line = ax_steps.plot([p["step"] for p in run["curve"]], [p["test_acc"] for p in run["curve"]],
+                                         marker="o", label=name)[0]
+                    lengths = sorted(run["test_by_length"], key=int)
+                    ax_len.plot([int(n) for n in lengths], [run["test_by_length"][n] for n in lengths],
+                                color=line.get_color(), label=name)
+                    plotted += 1
+    if not plotted:
+        raise SystemExit(f"--plot-curves: no run in {[str(p) for p in json_paths]} has a curve; "
+                         "make the runs with --eval-every N")
+    ax_steps.set_xlabel("training step")
+    ax_steps.set_ylabel("normalised accuracy, test lengths (chance = 0)")
+    ax_steps.set_title("Extrapolation during training")
+    ax_len.set_xlabel("test length")
+    ax_len.set_ylabel("normalised accuracy at the end (chance = 0)")
+    ax_len.set_title("By test length")
+    for ax in (ax_steps, ax_len):
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylim(-10, 105)
+        ax.grid(alpha=0.3)
+    ax_steps.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run: fewer steps, parity only, 1 seed")
@@ -285,7 +329,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
+    parser.add_argument("--plot-curves", nargs="+", type=Path, default=None, metavar=("PNG", "JSON"),
+                        help="plot the curves of runs made with --eval-every from these JSON files to PNG, and exit")
     args = parser.parse_args(argv)
+    if args.plot_curves:
+        if len(args.plot_curves) < 2:
+            parser.error("--plot-curves needs the PNG to write and at least one JSON file of runs")
+        missing = [str(p) for p in args.plot_curves[1:] if not p.is_file()]
+        if missing:
+            parser.error(f"--plot-curves: no such JSON file: {', '.join(missing)}")
+        plot_curves(args.plot_curves[1:], args.plot_curves[0])
+        return {}
     if not 1 <= args.train_min <= args.train_max:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
     if args.eval_every < 0:

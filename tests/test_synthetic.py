@@ -104,6 +104,18 @@ def test_eval_every_records_a_curve_without_changing_the_run(tmp_path):
     assert run["curve"][-1]["test_acc"] == run["test_acc"]
     assert sorted(run["test_by_length"]) == [40, 48, 56]
     assert (tmp_path / "c.json").is_file()
+    assert synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "c.json")]) == {}
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_plot_curves_names_what_is_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "absent.json")])
+    assert "absent.json" in capsys.readouterr().err
+    synthetic.main(["--tasks", "parity", "--models", "KV-only", "--seeds", "1", "--steps", "2", "--batch", "4",
+                    "--test-max", "40", "--json", str(tmp_path / "plain.json")])
+    with pytest.raises(SystemExit, match="--eval-every"):  # a run without a curve cannot be plotted
+        synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "plain.json")])
 
 
 def test_eval_every_rejects_negative_steps(capsys):
