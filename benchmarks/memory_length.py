@@ -165,9 +165,11 @@ def visual_match_specs(
     budget: int | None = None,
     n_apples: int | None = None,
     apple_reward: float | None = None,
+    mixer_bias: float = 0.0,
 ) -> list[RunSpec]:
     """Visual Match runs; ``n_apples`` / ``apple_reward`` change the distractor room (an ablation: the variant label
-    names the change, e.g. ``apples0``)."""
+    names the change, e.g. ``apples0``). A nonzero ``mixer_bias`` starts HQLT's blend leaning on the fast weights, as
+    in the T-Maze runs (its HQLT runs get ``mixbias<b>`` too)."""
     seq_len = vm_seq_len(distractor)
     env_kwargs = VM_ENV_KWARGS | {"distractor_length": distractor}
     variant = []
@@ -197,9 +199,9 @@ def visual_match_specs(
             total_timesteps=budget or (8_192 if quick else 1_000_000),
             n_envs=8,
             ppo=ppo,
-            memory_kwargs=memory_kwargs(agent),
+            memory_kwargs=memory_kwargs(agent, mixer_bias),
             net_arch=[64],
-            variant="-".join(variant),
+            variant="-".join(variant + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])),
             eval_episodes=10 if quick else 100,
         )
         for agent in agents
@@ -386,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         "--mixer-bias",
         type=float,
         default=0.0,
-        help="T-Maze: start HQLT's mixer leaning on the fast weights by this gate bias (a variant)",
+        help="start HQLT's mixer leaning on the fast weights by this gate bias (a variant; T-Maze and Visual Match)",
     )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
@@ -412,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
-        specs += visual_match_specs(distractor, vm_agents, seeds, quick, args.vm_budget, args.n_apples, args.apple_reward)
+        specs += visual_match_specs(
+            distractor, vm_agents, seeds, quick, args.vm_budget, args.n_apples, args.apple_reward, args.mixer_bias
+        )
     if args.report_only:
         from _rl import load_results
 

@@ -209,6 +209,19 @@ def test_mixer_bias_variant_of_the_tmaze_sweep() -> None:
     assert cue_signal.tmaze_retention("hqlt", 64, 0, mixer_bias=2.0) > 1.5 * cue_signal.tmaze_retention("hqlt", 64, 0)
 
 
+def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
+    """The same variant on Visual Match: HQLT's runs get their own key (after any apples change), the others not."""
+    from memory_length import visual_match_specs
+
+    plain = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv"], [1], quick=True)}
+    leaned = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv"], [1], quick=True, mixer_bias=2.0)}
+    assert leaned["hqlt"].key == "visualmatch-D30/hqlt-mixbias2/seed1"
+    assert leaned["hqlt"].memory_kwargs["mixer_bias"] == 2.0 and "mixer_bias" not in plain["hqlt"].memory_kwargs
+    assert leaned["kv"] == plain["kv"]
+    no_apples = visual_match_specs(30, ["hqlt"], [1], quick=True, n_apples=0, mixer_bias=2.0)[0]
+    assert no_apples.key == "visualmatch-D30/hqlt-apples0-mixbias2/seed1"
+
+
 @pytest.mark.slow
 def test_cue_signal_quick_mode_writes_table(tmp_path: Path) -> None:
     import cue_signal
