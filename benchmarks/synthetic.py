@@ -12,6 +12,8 @@ Windows: S = 8 (S = 16 for delayed-chunk, as in the paper).
 
     python benchmarks/synthetic.py --quick          # a few minutes
     python benchmarks/synthetic.py                  # the full table (about an hour)
+    python benchmarks/synthetic.py --tasks modular --eval-every 500 --json runs.json   # with accuracy curves
+    python benchmarks/synthetic.py --plot-curves curves.png runs.json                    # plot those curves
 """
 
 from __future__ import annotations
