@@ -263,9 +263,14 @@ def plot_curves(json_paths: list[Path], path: Path) -> None:
     fig, (ax_steps, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
     plotted = 0
     for json_path in json_paths:
-        record = json.loads(Path(json_path).read_text())
-        first_seed = int(record["args"]["first_seed"])
-        for label, by_task in record["results"].items():
+        try:
+            record = json.loads(Path(json_path).read_text())
+            first_seed, results = int(record["args"]["first_seed"]), dict(record["results"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise SystemExit(
+                f"--plot-curves: {json_path} is not a JSON file written by synthetic.py --json ({err!r})"
+            ) from None
+        for label, by_task in results.items():
             for task_name, entry in by_task.items():
                 for i, run in enumerate(entry["runs"]):
                     if "curve" not in run:

@@ -116,6 +116,9 @@ def test_plot_curves_names_what_is_missing(tmp_path, capsys):
                     "--test-max", "40", "--json", str(tmp_path / "plain.json")])
     with pytest.raises(SystemExit, match="--eval-every"):  # a run without a curve cannot be plotted
         synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "plain.json")])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="bad.json is not a JSON file written by synthetic.py"):
+        synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "bad.json")])
 
 
 def test_eval_every_rejects_negative_steps(capsys):
