@@ -228,13 +228,28 @@ def _run_job(job: tuple) -> dict:
     return train_and_test(TASKS[task_name], name, fields, args, seed)
 
 
-def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -> None:
-    """Grouped bars: one group per model, one bar per task."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (imported late: only the plotting options need it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -> None:
+    """Grouped bars: one group per model, one bar per task."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(tasks)
     for i, task in enumerate(tasks):
@@ -247,19 +262,12 @@ def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -
     ax.set_ylim(-10, 105)
     ax.legend()
     ax.set_title("Length generalisation (train 3-40, test 40-256)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_curves(json_paths: list[Path], path: Path) -> None:
     """From runs made with --eval-every: test accuracy against training steps, and the final accuracy per test length."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (ax_steps, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
     plotted = 0
     for json_path in json_paths:
@@ -296,10 +304,7 @@ def plot_curves(json_paths: list[Path], path: Path) -> None:
         ax.set_ylim(-10, 105)
         ax.grid(alpha=0.3)
     ax_steps.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
