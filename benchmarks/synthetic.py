@@ -149,33 +149,64 @@ def normalised(acc: float, classes: int) -> float:
     return 100.0 * (acc - chance) / (1.0 - chance)
 
 
+def _train_batches(task: Task, args: argparse.Namespace, seed: int):
+    """The training batches of a run, in order: (tokens, starts, end rows, end cols, labels) as numpy arrays; starts
+    and ends are None without ``--pack``. They depend on the seed only."""
+    rng = np.random.default_rng(seed)
+    for _ in range(args.steps):
+        if getattr(args, "pack", False):  # rows of train_max tokens, each holding sequences of mixed lengths
+            yield packed_batch(task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max)
+        else:  # one length per batch
+            length = int(rng.integers(args.train_min, args.train_max + 1))
+            x, y = task.sample(rng, args.batch, length)
+            yield x, None, None, None, y
+
+
+def _fill_queue(queue, task: Task, args: argparse.Namespace, seed: int) -> None:
+    for batch in _train_batches(task, args, seed):
+        queue.put(batch)
+
+
+def _prefetched(task: Task, args: argparse.Namespace, seed: int):
+    """The same batches as ``_train_batches``, made ahead in a child process (so a GPU run is not held up by Python
+    building the next batch). Forked before the run touches CUDA."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue(maxsize=16)
+    maker = ctx.Process(target=_fill_queue, args=(queue, task, args, seed), daemon=True)
+    maker.start()
+    try:
+        for _ in range(args.steps):
+            yield queue.get()
+    finally:
+        maker.terminate()
+        maker.join()
+
+
 def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Namespace, seed: int) -> dict:
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    device = torch.device(getattr(args, "device", "cpu"))
     if memory_name == "hqlt_sum":  # HQLT with the sum rule in place of the delta rule
         memory_name, fields = "hqlt", dict(fields, fw_rule="sum")
     if getattr(args, "short_conv", 0):
         fields = dict(fields, short_conv=args.short_conv)
-    model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields)
+    batches = _prefetched(task, args, seed) if getattr(args, "prefetch", False) else _train_batches(task, args, seed)
+    model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
-    pack = getattr(args, "pack", False)
     eval_every = getattr(args, "eval_every", 0)
     curve: list[dict] = []
-    for step in range(1, args.steps + 1):
-        if pack:  # rows of train_max tokens, each holding sequences of mixed lengths
-            x, starts, end_r, end_c, y = packed_batch(
-                task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max
-            )
-            ends = (torch.as_tensor(end_r), torch.as_tensor(end_c))
-            logits = model(torch.as_tensor(x), torch.as_tensor(starts), ends)
-        else:  # one length per batch
-            length = int(rng.integers(args.train_min, args.train_max + 1))
-            x, y = task.sample(rng, args.batch, length)
-            logits = model(torch.as_tensor(x))
-        loss = loss_fn(logits, torch.as_tensor(y))
+    for step, (x, starts, end_r, end_c, y) in enumerate(batches, start=1):
+        x, y = torch.as_tensor(x, device=device), torch.as_tensor(y, device=device)
+        if starts is None:
+            logits = model(x)
+        else:
+            ends = (torch.as_tensor(end_r, device=device), torch.as_tensor(end_c, device=device))
+            logits = model(x, torch.as_tensor(starts, device=device), ends)
+        loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -188,6 +219,8 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
             curve.append(point)
             print(f"  seed {seed} step {step}: train {point['train_acc']:.1f} test {point['test_acc']:.1f}", flush=True)
             start += time.perf_counter() - eval_start  # evaluation time is not training time
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     train_time = time.perf_counter() - start
     result = dict(_evaluate(model, task, args, seed), seconds=train_time)
     if eval_every:
@@ -206,7 +239,8 @@ def _evaluate(model: nn.Module, task: Task, args: argparse.Namespace, seed: int)
         with torch.no_grad():
             for length in lengths:
                 x, y = task.sample(eval_rng, args.eval_batch, length)
-                pred = model(torch.as_tensor(x)).argmax(-1).numpy()
+                device = next(model.parameters()).device
+                pred = model(torch.as_tensor(x, device=device)).argmax(-1).cpu().numpy()
                 counts.append((int((pred == y).sum()), len(y)))
         return counts
 
@@ -337,6 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate every N training steps and record the curve (0: at the end only)")
+    parser.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--prefetch", action="store_true",
+                        help="make the training batches ahead in a child process per run (the same batches)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
@@ -356,6 +393,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
     if args.eval_every < 0:
         parser.error(f"--eval-every ({args.eval_every}) must be 0 (off) or a positive number of steps")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device!r} is not a torch device ({err}); use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here; use --device cpu")
     torch.set_num_threads(args.threads)
     tasks = args.tasks or (["parity"] if args.quick else ["parity", "modular"])
     args.steps = args.steps or (300 if args.quick else 1500)

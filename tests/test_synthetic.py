@@ -108,6 +108,32 @@ def test_eval_every_records_a_curve_without_changing_the_run(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_prefetch_trains_on_the_same_batches(tmp_path):
+    common = ["--tasks", "modular", "--models", "HQLT synchronous", "--seeds", "1", "--steps", "6", "--batch", "8",
+              "--test-max", "48"]
+    for extra in ([], ["--pack"]):
+        plain = synthetic.main(common + extra)["results"]["HQLT synchronous"]["modular"]["runs"][0]
+        fetched = synthetic.main(common + extra + ["--prefetch"])["results"]["HQLT synchronous"]["modular"]["runs"][0]
+        assert fetched["test_by_length"] == plain["test_by_length"] and fetched["train_acc"] == plain["train_acc"]
+    batches = list(synthetic._train_batches(synthetic.TASKS["modular"], synthetic.argparse.Namespace(
+        steps=3, pack=True, batch=4, train_min=3, train_max=20), seed=2))
+    again = list(synthetic._prefetched(synthetic.TASKS["modular"], synthetic.argparse.Namespace(
+        steps=3, pack=True, batch=4, train_min=3, train_max=20), seed=2))
+    assert len(batches) == len(again) == 3
+    for a, b in zip(batches, again):
+        assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_device_is_checked(capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--device", "gpu0"])
+    assert "--device 'gpu0' is not a torch device" in capsys.readouterr().err
+    if not synthetic.torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            synthetic.main(["--device", "cuda"])
+        assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
 def test_plot_curves_names_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         synthetic.main(["--plot-curves", str(tmp_path / "c.png"), str(tmp_path / "absent.json")])

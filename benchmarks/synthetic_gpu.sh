@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Modular arithmetic on one GPU within a fixed time: HQLT synchronous and DeltaNet, 3 seeds each, all six runs at
+# once (each its own process, with its batches made ahead in a child process: --prefetch).
+#
+#   bash benchmarks/synthetic_gpu.sh OUT_DIR BUDGET_S [ROWS] [DEVICE]
+#
+# A probe first runs the six for 60 steps side by side and times a step and an evaluation; the number of steps is
+# then the largest multiple of 500 that fits the six runs, five evaluations each, into BUDGET_S seconds. The steps
+# chosen are printed and kept in every JSON (args.steps), so a run is repeated exactly with
+#   python benchmarks/synthetic.py --tasks modular --models "HQLT synchronous" --seeds 1 --first-seed S
+#       --steps N --pack --batch ROWS --lr 1e-3 --test-stride 8 --eval-every N/5 --device cuda
+# ROWS (default 512) packed rows of 40 tokens per step; DEVICE defaults to cuda.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:?OUT_DIR}"
+budget="${2:?BUDGET_S}"
+rows="${3:-512}"
+device="${4:-cuda}"
+mkdir -p "$out"
+common=(--tasks modular --seeds 1 --pack --batch "$rows" --lr 1e-3 --test-stride 8 --device "$device" --prefetch)
+runs=("HQLT synchronous:0" "HQLT synchronous:1" "HQLT synchronous:2" "DeltaNet:0" "DeltaNet:1" "DeltaNet:2")
+start=$(date +%s)
+
+launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for them
+    local steps="$1" tag="$2"; shift 2
+    local pids=()
+    for run in "${runs[@]}"; do
+        local model="${run%%:*}" seed="${run##*:}" name
+        name="${tag}_$(echo "$model" | tr -cd 'A-Za-z')_s${seed}"
+        python3 benchmarks/synthetic.py "${common[@]}" --models "$model" --first-seed "$seed" --steps "$steps" \
+            --json "$out/$name.json" "$@" > "$out/$name.log" 2>&1 &
+        pids+=($!)
+    done
+    local failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    return $failed
+}
+
+launch 60 probe || { echo "probe failed:"; tail -5 "$out"/probe_*.log; exit 1; }
+read -r step_s eval_s < <(python3 - "$out" <<'PY'
+import json, pathlib, sys
+records = [json.loads(p.read_text()) for p in pathlib.Path(sys.argv[1]).glob("probe_*.json")]
+runs = [run for r in records for m in r["results"].values() for t in m.values() for run in t["runs"]]
+step = max(run["seconds"] for run in runs) / 60
+evaluation = max(r["wall_seconds"] - run["seconds"] for r in records for m in r["results"].values()
+                 for t in m.values() for run in t["runs"])
+print(f"{step:.4f} {evaluation:.2f}")
+PY
+)
+left=$(( budget - ($(date +%s) - start) ))
+steps=$(python3 -c "print(max(500, int(($left - 30 - 6 * $eval_s) / $step_s) // 500 * 500))")
+every=$(( steps / 5 ))
+echo "probe: $step_s s per step, $eval_s s per evaluation with six runs side by side; $left s left -> $steps steps"
+launch "$steps" run --eval-every "$every"
+status=$?
+for f in "$out"/run_*.log; do echo "== $f"; tail -3 "$f"; done
+echo "total $(( $(date +%s) - start )) s"
+exit $status
