@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -170,8 +171,6 @@ def _fill_queue(queue, task: Task, args: argparse.Namespace, seed: int) -> None:
 def _prefetched(task: Task, args: argparse.Namespace, seed: int):
     """The same batches as ``_train_batches``, made ahead in a child process (so a GPU run is not held up by Python
     building the next batch). Forked before the run touches CUDA."""
-    import multiprocessing
-
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue(maxsize=16)
     maker = ctx.Process(target=_fill_queue, args=(queue, task, args, seed), daemon=True)
@@ -410,7 +409,9 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter()
     jobs = [(t, label, name, fields, seed) for t in tasks for label, name, fields in models
             for seed in range(args.first_seed, args.first_seed + args.seeds)]
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    # a process forked after CUDA is initialised cannot use CUDA: on a GPU the runs' processes are spawned instead
+    context = multiprocessing.get_context("spawn" if device.type == "cuda" else None)
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
         outcomes = pool.map(_run_job, [(t, name, fields, args, seed) for t, _, name, fields, seed in jobs])
         for (task_name, label, _, _, seed), run in zip(jobs, outcomes):
             entry = results.setdefault(label, {}).setdefault(task_name, {"runs": []})

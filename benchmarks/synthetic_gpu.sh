@@ -36,7 +36,7 @@ launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for
     return $failed
 }
 
-launch 60 probe || { echo "probe failed:"; tail -5 "$out"/probe_*.log; exit 1; }
+launch 60 probe || { echo "probe failed:"; tail -n 5 "$out"/probe_*.log; exit 1; }
 read -r step_s eval_s < <(python3 - "$out" <<'PY'
 import json, pathlib, sys
 records = [json.loads(p.read_text()) for p in pathlib.Path(sys.argv[1]).glob("probe_*.json")]
@@ -53,6 +53,6 @@ every=$(( steps / 5 ))
 echo "probe: $step_s s per step, $eval_s s per evaluation with six runs side by side; $left s left -> $steps steps"
 launch "$steps" run --eval-every "$every"
 status=$?
-for f in "$out"/run_*.log; do echo "== $f"; tail -3 "$f"; done
+for f in "$out"/run_*.log; do echo "== $f"; tail -n 3 "$f"; done
 echo "total $(( $(date +%s) - start )) s"
 exit $status
