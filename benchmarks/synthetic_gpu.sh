@@ -9,7 +9,10 @@
 # chosen are printed and kept in every JSON (args.steps), so a run is repeated exactly with
 #   python benchmarks/synthetic.py --tasks modular --models "HQLT synchronous" --seeds 1 --first-seed S
 #       --steps N --pack --batch ROWS --lr 1e-3 --test-stride 8 --eval-every N/5 --device cuda
-# ROWS (default 512) packed rows of 40 tokens per step; DEVICE defaults to cuda.
+# ROWS (default 512) packed rows of 40 tokens per step; DEVICE defaults to cuda. At the end the whole of OUT_DIR
+# (JSON and log of every run, probes included) is also packed into one file, OUT_DIR.tar.gz, beside it: a device
+# that returns only a few files (the lent GPU machines here return 8) gets everything back in that one file, e.g.
+#   bash benchmarks/synthetic_gpu.sh /tmp/sg 540 && cp /tmp/sg.tar.gz "$OUT"/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?OUT_DIR}"
@@ -53,6 +56,7 @@ every=$(( steps / 5 ))
 echo "probe: $step_s s per step, $eval_s s per evaluation with six runs side by side; $left s left -> $steps steps"
 launch "$steps" run --eval-every "$every"
 status=$?
-for f in "$out"/run_*.log; do echo "== $f"; tail -n 3 "$f"; done
+grep -h "^modular" "$out"/run_*.log  # model, seed, train and test accuracy of each run
+tar czf "$out.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
 echo "total $(( $(date +%s) - start )) s"
 exit $status
