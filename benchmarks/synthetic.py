@@ -14,6 +14,7 @@ Windows: S = 8 (S = 16 for delayed-chunk, as in the paper).
     python benchmarks/synthetic.py                  # the full table (about an hour)
     python benchmarks/synthetic.py --tasks modular --eval-every 500 --json runs.json   # with accuracy curves
     python benchmarks/synthetic.py --plot-curves curves.png runs.json                    # plot those curves
+    python benchmarks/synthetic.py --tasks modular --pack --batch 512 --device cuda --prefetch   # on a GPU
 """
 
 from __future__ import annotations
