@@ -193,6 +193,8 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
         fields = dict(fields, short_conv=args.short_conv)
     batches = _prefetched(task, args, seed) if getattr(args, "prefetch", False) else _train_batches(task, args, seed)
     model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields).to(device)
+    if getattr(args, "compile", False):  # training calls compiled; the evaluations (no gradients) stay eager
+        model.memory.compile_training()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     loss_fn = nn.CrossEntropyLoss()
@@ -212,6 +214,10 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if step == 1:  # the first step (with --compile, the compilation) apart
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_step = time.perf_counter() - start
         if eval_every and step % eval_every == 0 and step < args.steps:
             eval_start = time.perf_counter()
             point = dict(step=step, **_evaluate(model, task, args, seed))
@@ -222,7 +228,7 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_time = time.perf_counter() - start
-    result = dict(_evaluate(model, task, args, seed), seconds=train_time)
+    result = dict(_evaluate(model, task, args, seed), seconds=train_time, first_step_seconds=first_step)
     if eval_every:
         result["curve"] = curve + [{"step": args.steps, "train_acc": result["train_acc"], "test_acc": result["test_acc"]}]
     return result
@@ -374,6 +380,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--prefetch", action="store_true",
                         help="make the training batches ahead in a child process per run (the same batches)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the memory's training calls (compiles at the first step, counted in the "
+                        "run's time); with --pack every step has one input shape, without it each new length compiles")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
