@@ -161,6 +161,10 @@ _MASK_CACHE: list = []  # [resets, its version, key, masks] of the last call, or
 
 def _tril(c: int, diagonal: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Cached (C, C) lower-triangular ones (read-only: never modify the result in place)."""
+    if torch.compiler.is_compiling():
+        # built inside the graph: reading the cache while tracing would make the graph depend on what the cache held
+        # then, and the first eager call that fills it would force a recompilation
+        return torch.ones(c, c, dtype=dtype, device=device).tril(diagonal)
     key = (c, diagonal, dtype, device)
     out = _TRIL_CACHE.get(key)
     if out is None:

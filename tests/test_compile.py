@@ -196,3 +196,27 @@ def test_compiled_rollout_then_compiled_training_backward():
     model = make_model(make_env(n_envs=3, min_len=2, max_len=6), "hqlt", compile_memory=True)
     values, log_prob, _ = replay_rollout(model, grad=True)
     (values.sum() + log_prob.sum()).backward()
+
+
+@pytest.mark.slow
+def test_compiled_replay_compiles_once_from_empty_caches():
+    """A fresh process: the first compiled call finds the module caches empty. Later calls of the same shape, and
+    eager calls in between (which fill the caches), must reuse its graph: a graph that read a cache while tracing
+    was compiled a second time (it cost each synthetic.py --compile run a second compilation)."""
+    from memory import fast_weights
+
+    fast_weights._TRIL_CACHE.clear()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    mem = build_memory("deltanet", d_model=32, n_layers=2, n_heads=2).compile_training()
+    b, t = 3, 40
+    for i in range(3):
+        starts = torch.zeros(b, t, dtype=torch.bool)
+        starts[:, 0] = True
+        starts[i, 7 + i] = True
+        y, _ = mem(torch.randn(b, t, 32, requires_grad=True), None, starts)
+        y.sum().backward()
+        with torch.no_grad():  # an eager call (as an evaluation makes) fills the caches
+            mem(torch.randn(b, 9, 32), None, starts[:, :9])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
