@@ -171,17 +171,21 @@ def _fill_queue(queue, task: Task, args: argparse.Namespace, seed: int) -> None:
 
 def _prefetched(task: Task, args: argparse.Namespace, seed: int):
     """The same batches as ``_train_batches``, made ahead in a child process (so a GPU run is not held up by Python
-    building the next batch). Forked before the run touches CUDA."""
+    building the next batch). The child is forked here, so call this before the run touches CUDA."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue(maxsize=16)
     maker = ctx.Process(target=_fill_queue, args=(queue, task, args, seed), daemon=True)
     maker.start()
-    try:
-        for _ in range(args.steps):
-            yield queue.get()
-    finally:
-        maker.terminate()
-        maker.join()
+
+    def batches():
+        try:
+            for _ in range(args.steps):
+                yield queue.get()
+        finally:
+            maker.terminate()
+            maker.join()
+
+    return batches()
 
 
 def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Namespace, seed: int) -> dict:
@@ -242,10 +246,10 @@ def _evaluate(model: nn.Module, task: Task, args: argparse.Namespace, seed: int)
     def correct_counts(lengths: list[int]) -> list[tuple[int, int]]:
         eval_rng = np.random.default_rng(10_000 + seed)
         counts = []
+        device = next(model.parameters()).device
         with torch.no_grad():
             for length in lengths:
                 x, y = task.sample(eval_rng, args.eval_batch, length)
-                device = next(model.parameters()).device
                 pred = model(torch.as_tensor(x, device=device)).argmax(-1).cpu().numpy()
                 counts.append((int((pred == y).sum()), len(y)))
         return counts
