@@ -102,18 +102,94 @@ def packed_batch(
     return tokens, starts, np.array(end_rows), np.array(end_cols), np.array(labels)
 
 
+def _parity_fill(rng: np.random.Generator, offset: np.ndarray) -> np.ndarray:
+    """Tokens of packed parity sequences: random bits (``offset``: each position's offset in its sequence)."""
+    return rng.integers(0, 2, size=offset.shape)
+
+
+def _parity_values(tokens: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The parity of each sequence's bits so far, at every position of packed rows."""
+    values = np.zeros_like(tokens)
+    for c in range(tokens.shape[1]):
+        before = values[:, c - 1] if c else 0
+        values[:, c] = np.where(offset[:, c] == 0, tokens[:, c], (before + tokens[:, c]) % 2)
+    return values
+
+
+def _modular_fill(rng: np.random.Generator, offset: np.ndarray) -> np.ndarray:
+    """Tokens of packed expressions: digits at even offsets in their sequence, operators at odd ones."""
+    digits = rng.integers(0, MODULUS, size=offset.shape)
+    ops = rng.integers(PLUS, TIMES + 1, size=offset.shape)
+    return np.where(offset % 2 == 0, digits, ops)
+
+
+def _modular_values(tokens: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The value mod 5 of each expression so far (``evaluate_expression`` of its prefix), at the digits of packed
+    rows, all rows at once: the running sum of finished terms, the sign of the open term and the open term."""
+    rows, cols = tokens.shape
+    total, sign, term, op = (np.zeros(rows, dtype=np.int64) for _ in range(4))
+    values = np.zeros_like(tokens)
+    for c in range(cols):
+        tok, first, digit = tokens[:, c], offset[:, c] == 0, offset[:, c] % 2 == 0
+        times = digit & ~first & (op == TIMES)
+        close = digit & ~first & (op != TIMES)  # + or -: the open term is finished, a new one opens
+        total = np.where(first, 0, np.where(close, (total + sign * term) % MODULUS, total))
+        sign = np.where(first, 1, np.where(close, np.where(op == PLUS, 1, -1), sign))
+        term = np.where(first | close, tok, np.where(times, term * tok % MODULUS, term))
+        op = np.where(digit, op, tok)
+        values[:, c] = (total + sign * term) % MODULUS
+    return values
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
     vocab: int
     classes: int
     sample: object
+    odd_lengths: bool  # sequences have odd lengths (an even length is shortened by one)
+    fill: object  # (rng, offsets [R, C]) -> tokens [R, C] of packed sequences
+    values: object  # (tokens, offsets) -> the answer of each sequence's prefix at every position
 
 
 TASKS = {
-    "parity": Task("parity", 2, 2, parity_batch),
-    "modular": Task("modular", MODULUS + 3, MODULUS, modular_batch),
+    "parity": Task("parity", 2, 2, parity_batch, False, _parity_fill, _parity_values),
+    "modular": Task("modular", MODULUS + 3, MODULUS, modular_batch, True, _modular_fill, _modular_values),
 }
+
+
+def packed_batch_vectorised(
+    task: Task, rng: np.random.Generator, rows: int, row_len: int, min_len: int, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What ``packed_batch`` returns, with the same layout and length rule (lengths drawn in [min_len, max_len], the
+    last sequence of a row cut to fit, padding in front), drawn for the whole batch at once with numpy: several
+    times faster, but other batches than ``packed_batch`` draws from the same generator."""
+    if not 1 <= min_len <= max_len <= row_len:
+        raise ValueError(f"packing needs 1 <= min_len <= max_len <= row_len, got {min_len}, {max_len}, {row_len}")
+    slots = row_len // min_len + 1
+    drawn = rng.integers(min_len, max_len + 1, size=(rows, slots))
+    lengths = np.zeros((rows, slots), dtype=np.int64)
+    free = np.full(rows, row_len)
+    for j in range(slots):
+        n = np.minimum(drawn[:, j], free)
+        if task.odd_lengths:
+            n = n - (n % 2 == 0)
+        lengths[:, j] = np.where(free >= min_len, n, 0)
+        free -= lengths[:, j]
+    begins = free[:, None] + np.cumsum(lengths, axis=1) - lengths  # [rows, slots]
+    used = lengths > 0
+    seq_rows = np.repeat(np.arange(rows), slots).reshape(rows, slots)[used]
+    starts = np.zeros((rows, row_len), dtype=bool)
+    starts[:, 0] = True
+    starts[seq_rows, begins[used]] = True
+    offset = np.zeros((rows, row_len), dtype=np.int64)  # each position's offset in its sequence (or padding)
+    for c in range(1, row_len):
+        offset[:, c] = np.where(starts[:, c], 0, offset[:, c - 1] + 1)
+    padding = np.arange(row_len)[None, :] < free[:, None]
+    tokens = np.where(padding, 0, task.fill(rng, offset))
+    end_cols = (begins + lengths - 1)[used]
+    labels = task.values(tokens, offset)[seq_rows, end_cols]
+    return tokens, starts, seq_rows, end_cols, labels
 
 
 # (label, memory name, memory fields)
@@ -157,7 +233,10 @@ def _train_batches(task: Task, args: argparse.Namespace, seed: int):
     rng = np.random.default_rng(seed)
     for _ in range(args.steps):
         if getattr(args, "pack", False):  # rows of train_max tokens, each holding sequences of mixed lengths
-            yield packed_batch(task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max)
+            if getattr(args, "sampler", "sequential") == "vectorised":
+                yield packed_batch_vectorised(task, rng, args.batch, args.train_max, args.train_min, args.train_max)
+            else:
+                yield packed_batch(task.sample, rng, args.batch, args.train_max, args.train_min, args.train_max)
         else:  # one length per batch
             length = int(rng.integers(args.train_min, args.train_max + 1))
             x, y = task.sample(rng, args.batch, length)
@@ -379,6 +458,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="train on rows of train-max tokens packing sequences of mixed lengths (--batch rows per step, each "
         "sequence its own episode) instead of --batch sequences of one length per step",
     )
+    parser.add_argument(
+        "--sampler",
+        choices=["sequential", "vectorised"],
+        default="sequential",
+        help="with --pack: draw sequences one at a time (sequential: the batches of every run recorded before "
+        "2026-11-27) or the whole batch at once with numpy (vectorised: several times faster, other batches)",
+    )
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also evaluate every N training steps and record the curve (0: at the end only)")
     parser.add_argument("--device", default="cpu", help="torch device of the runs (cpu, cuda, cuda:1, ...)")
@@ -404,6 +490,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if not 1 <= args.train_min <= args.train_max:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
+    if args.sampler != "sequential" and not args.pack:
+        parser.error(f"--sampler {args.sampler} draws packed rows: add --pack, or leave --sampler out")
     if args.eval_every < 0:
         parser.error(f"--eval-every ({args.eval_every}) must be 0 (off) or a positive number of steps")
     try:

@@ -56,9 +56,17 @@ def test_quick_mode_separates_fast_weights_from_window(tmp_path):
     assert parity["DeltaNet"] > 30.0
 
 
-def test_packed_batch_layout_and_labels():
+@pytest.mark.parametrize(
+    "pack",
+    [
+        lambda rng, *a: synthetic.packed_batch(modular_batch, rng, *a),
+        lambda rng, *a: synthetic.packed_batch_vectorised(synthetic.TASKS["modular"], rng, *a),
+    ],
+    ids=["sequential", "vectorised"],
+)
+def test_packed_batch_layout_and_labels(pack):
     rng = np.random.default_rng(3)
-    tokens, starts, rows, cols, labels = synthetic.packed_batch(modular_batch, rng, 64, 40, 3, 40)
+    tokens, starts, rows, cols, labels = pack(rng, 64, 40, 3, 40)
     assert tokens.shape == starts.shape == (64, 40) and starts[:, 0].all()
     lengths = []
     for r in range(64):
@@ -72,7 +80,23 @@ def test_packed_batch_layout_and_labels():
             lengths.append(e - b + 1)
     assert min(lengths) <= 9 and max(lengths) >= 31  # lengths are mixed within the batch
     with pytest.raises(ValueError, match="row_len"):
-        synthetic.packed_batch(parity_batch, rng, 2, 10, 3, 40)
+        pack(rng, 2, 10, 3, 40)
+
+
+def test_vectorised_packing_labels_parity_and_draws_like_the_sequential_one():
+    rng = np.random.default_rng(4)
+    tokens, starts, rows, cols, labels = synthetic.packed_batch_vectorised(synthetic.TASKS["parity"], rng, 64, 40, 3, 40)
+    for r, c, label in zip(rows, cols, labels):
+        begin = max(b for b in np.flatnonzero(starts[r]) if b <= c)
+        assert tokens[r, begin : c + 1].sum() % 2 == label
+    # the same distribution of sequence lengths and labels as the sequential sampler (means over 4096 rows)
+    task = synthetic.TASKS["modular"]
+    draws = [synthetic.packed_batch(task.sample, np.random.default_rng(5), 4096, 40, 3, 40),
+             synthetic.packed_batch_vectorised(task, np.random.default_rng(5), 4096, 40, 3, 40)]
+    per_row = [len(labels) / 4096 for *_, labels in draws]
+    assert per_row[0] == pytest.approx(per_row[1], rel=0.03)
+    label_counts = [np.bincount(d[4], minlength=5) / len(d[4]) for d in draws]
+    np.testing.assert_allclose(label_counts[0], label_counts[1], atol=0.02)
 
 
 def test_packed_sequences_equal_separate_runs():
@@ -122,6 +146,21 @@ def test_prefetch_trains_on_the_same_batches(tmp_path):
     assert len(batches) == len(again) == 3
     for a, b in zip(batches, again):
         assert all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_vectorised_sampler_needs_pack_and_trains(capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--sampler", "vectorised"])
+    assert "--sampler vectorised draws packed rows: add --pack" in capsys.readouterr().err
+    common = ["--tasks", "modular", "--models", "DeltaNet", "--seeds", "1", "--steps", "3", "--batch", "8",
+              "--test-max", "40", "--pack"]
+    out = synthetic.main(common + ["--sampler", "vectorised", "--prefetch"])
+    assert out["args"]["sampler"] == "vectorised" and out["results"]["DeltaNet"]["modular"]["runs"][0]["seconds"] > 0
+    task, args = synthetic.TASKS["modular"], synthetic.argparse.Namespace(
+        steps=1, pack=True, batch=4, train_min=3, train_max=20, sampler="vectorised")
+    (batch,) = synthetic._train_batches(task, args, seed=1)
+    expected = synthetic.packed_batch_vectorised(task, np.random.default_rng(1), 4, 20, 3, 20)
+    assert all(np.array_equal(a, b) for a, b in zip(batch, expected))
 
 
 def test_device_is_checked(capsys):
