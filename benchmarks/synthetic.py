@@ -67,6 +67,11 @@ def modular_batch(rng: np.random.Generator, batch: int, length: int) -> tuple[np
     return tokens, np.array([evaluate_expression(row) for row in tokens])
 
 
+def _check_packing(min_len: int, max_len: int, row_len: int) -> None:
+    if not 1 <= min_len <= max_len <= row_len:
+        raise ValueError(f"packing needs 1 <= min_len <= max_len <= row_len, got {min_len}, {max_len}, {row_len}")
+
+
 def packed_batch(
     sample, rng: np.random.Generator, rows: int, row_len: int, min_len: int, max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -78,8 +83,7 @@ def packed_batch(
     Returns tokens [rows, row_len], episode starts [rows, row_len] bool, and per sequence its row, its last column
     and its label.
     """
-    if not 1 <= min_len <= max_len <= row_len:
-        raise ValueError(f"packing needs 1 <= min_len <= max_len <= row_len, got {min_len}, {max_len}, {row_len}")
+    _check_packing(min_len, max_len, row_len)
     tokens = np.zeros((rows, row_len), dtype=np.int64)
     starts = np.zeros((rows, row_len), dtype=bool)
     starts[:, 0] = True
@@ -164,8 +168,7 @@ def packed_batch_vectorised(
     """What ``packed_batch`` returns, with the same layout and length rule (lengths drawn in [min_len, max_len], the
     last sequence of a row cut to fit, padding in front), drawn for the whole batch at once with numpy: several
     times faster, but other batches than ``packed_batch`` draws from the same generator."""
-    if not 1 <= min_len <= max_len <= row_len:
-        raise ValueError(f"packing needs 1 <= min_len <= max_len <= row_len, got {min_len}, {max_len}, {row_len}")
+    _check_packing(min_len, max_len, row_len)
     slots = row_len // min_len + 1
     drawn = rng.integers(min_len, max_len + 1, size=(rows, slots))
     lengths = np.zeros((rows, slots), dtype=np.int64)
@@ -178,7 +181,7 @@ def packed_batch_vectorised(
         free -= lengths[:, j]
     begins = free[:, None] + np.cumsum(lengths, axis=1) - lengths  # [rows, slots]
     used = lengths > 0
-    seq_rows = np.repeat(np.arange(rows), slots).reshape(rows, slots)[used]
+    seq_rows = np.nonzero(used)[0]  # row-major: the sequences of row 0 first, in order, as packed_batch lists them
     starts = np.zeros((rows, row_len), dtype=bool)
     starts[:, 0] = True
     starts[seq_rows, begins[used]] = True
