@@ -8,20 +8,23 @@
 # then the largest multiple of 500 that fits the six runs, five evaluations each, into BUDGET_S seconds. The steps
 # chosen are printed and kept in every JSON (args.steps), so a run is repeated exactly with
 #   python benchmarks/synthetic.py --tasks modular --models "HQLT synchronous" --seeds 1 --first-seed S
-#       --steps N --pack --batch ROWS --lr 1e-3 --test-stride 8 --eval-every N/5 --device cuda
+#       --steps N --pack --batch ROWS --lr 1e-3 --test-stride 8 --eval-every N/5 --device cuda [OPTIONS...]
 # ROWS (default 512) packed rows of 40 tokens per step; DEVICE defaults to cuda; further options go to every run
-# (e.g. --compile: the probe times the first step, where it compiles, apart from the others). At the end the whole of OUT_DIR
-# (JSON and log of every run, probes included) is also packed into one file, OUT_DIR.tar.gz, beside it: a device
-# that returns only a few files (the lent GPU machines here return 8) gets everything back in that one file, e.g.
+# (e.g. --compile: the probe times the first step, where it compiles, apart from the others). At the end the whole
+# of OUT_DIR (JSON and log of every run, probes included) is also packed into one file, OUT_DIR.tar.gz, beside it:
+# a device that returns only a few files (the lent GPU machines here return 8) gets everything back in it, e.g.
 #   bash benchmarks/synthetic_gpu.sh /tmp/sg 540 && cp /tmp/sg.tar.gz "$OUT"/
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${1:?OUT_DIR}"
-budget="${2:?BUDGET_S}"
+usage="usage: bash benchmarks/synthetic_gpu.sh OUT_DIR BUDGET_S [ROWS] [DEVICE] [SYNTHETIC.PY OPTIONS...]"
+out="${1:?$usage}"
+budget="${2:?$usage}"
 rows="${3:-512}"
 device="${4:-cuda}"
 shift $(( $# < 4 ? $# : 4 ))
+[[ "$budget" =~ ^[0-9]+$ ]] || { echo "BUDGET_S must be a whole number of seconds, got '$budget'; $usage"; exit 2; }
 mkdir -p "$out"
+probe_steps=60
 common=(--tasks modular --seeds 1 --pack --batch "$rows" --lr 1e-3 --test-stride 8 --device "$device" --prefetch "$@")
 runs=("HQLT synchronous:0" "HQLT synchronous:1" "HQLT synchronous:2" "DeltaNet:0" "DeltaNet:1" "DeltaNet:2")
 start=$(date +%s)
@@ -41,12 +44,12 @@ launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for
     return $failed
 }
 
-launch 60 probe || { echo "probe failed:"; tail -n 5 "$out"/probe_*.log; exit 1; }
-read -r step_s first_s eval_s < <(python3 - "$out" <<'PY'
+launch "$probe_steps" probe || { echo "probe failed:"; tail -n 5 "$out"/probe_*.log; exit 1; }
+read -r step_s first_s eval_s < <(python3 - "$out" "$probe_steps" <<'PY'
 import json, pathlib, sys
 records = [json.loads(p.read_text()) for p in pathlib.Path(sys.argv[1]).glob("probe_*.json")]
 pairs = [(r, run) for r in records for m in r["results"].values() for t in m.values() for run in t["runs"]]
-step = max((run["seconds"] - run["first_step_seconds"]) / 59 for _, run in pairs)
+step = max((run["seconds"] - run["first_step_seconds"]) / (int(sys.argv[2]) - 1) for _, run in pairs)
 first = max(run["first_step_seconds"] for _, run in pairs)
 evaluation = max(r["wall_seconds"] - run["seconds"] for r, run in pairs)
 print(f"{step:.4f} {first:.2f} {evaluation:.2f}")
