@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import sys
 import time
@@ -35,6 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memory import build_memory  # noqa: E402
+from memory.hqlt import ShortConv  # noqa: E402
 
 MODULUS = 5
 PLUS, MINUS, TIMES = MODULUS, MODULUS + 1, MODULUS + 2  # operator tokens follow the digits
@@ -225,6 +227,32 @@ class SequenceClassifier(nn.Module):
         return self.head(y[:, -1] if ends is None else y[ends])
 
 
+def init_normal(model: nn.Module, std: float) -> None:
+    """Re-initialise as the paper's training script does (its ``initializer_range``): every linear, embedding and
+    short-convolution weight ~ N(0, std), every bias 0; norms and the memories' own vectors keep their values."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding, ShortConv)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+
+def lr_factor(step: int, total: int, warmup: int, final: float = 1e-3) -> float:
+    """The ``warmup-cosine`` schedule: linear warm-up over ``warmup`` steps, then cosine annealing from 1 to ``final``
+    (a fraction of the peak) at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_schedule(opt: torch.optim.Optimizer, args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    if getattr(args, "schedule", "onecycle") == "warmup-cosine":
+        warmup = min(args.warmup, args.steps)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, args.steps, warmup))
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+
+
 def normalised(acc: float, classes: int) -> float:
     chance = 1.0 / classes
     return 100.0 * (acc - chance) / (1.0 - chance)
@@ -281,8 +309,10 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
     model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields).to(device)
     if getattr(args, "compile", False):  # training calls compiled; the evaluations (no gradients) stay eager
         model.memory.compile_training()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
+    if getattr(args, "init_std", None) is not None:
+        init_normal(model, args.init_std)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=getattr(args, "weight_decay", 0.0))
+    sched = make_schedule(opt, args)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
     eval_every = getattr(args, "eval_every", 0)
@@ -455,6 +485,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--short-conv", type=int, default=0, help="kernel of the short q/k/v convolutions of every model (0: none)"
     )
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, on every parameter")
+    parser.add_argument(
+        "--init-std",
+        type=float,
+        default=None,
+        help="re-initialise linear, embedding and short-convolution weights ~ N(0, std), biases 0 (default: torch's)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=["onecycle", "warmup-cosine"],
+        default="onecycle",
+        help="learning rate: one-cycle (cosine up over 10%% of the steps, then down), or linear warm-up over "
+        "--warmup steps, then cosine down to 1e-3 of --lr (the paper's training script)",
+    )
+    parser.add_argument("--warmup", type=int, default=2000, help="warm-up steps of --schedule warmup-cosine")
     parser.add_argument(
         "--pack",
         action="store_true",
@@ -495,6 +540,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
     if args.sampler != "sequential" and not args.pack:
         parser.error(f"--sampler {args.sampler} draws packed rows: add --pack, or leave --sampler out")
+    if args.warmup < 1:
+        parser.error(f"--warmup ({args.warmup}) must be at least 1 step")
+    if args.init_std is not None and not args.init_std > 0:
+        parser.error(f"--init-std ({args.init_std}) must be > 0, or left out for torch's initialisation")
+    if args.weight_decay < 0:
+        parser.error(f"--weight-decay ({args.weight_decay}) must be >= 0")
     if args.eval_every < 0:
         parser.error(f"--eval-every ({args.eval_every}) must be 0 (off) or a positive number of steps")
     try:

@@ -208,3 +208,40 @@ def test_compile_trains_like_eager():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the training calls went through compile
     # equal to float round-off, so the argmax-based accuracies agree here
     assert compiled["test_by_length"] == eager["test_by_length"] and compiled["train_acc"] == eager["train_acc"]
+
+
+def test_paper_recipe_options(capsys):
+    """--init-std, --weight-decay and --schedule warmup-cosine: the paper's training script's initialisation,
+    weight decay and learning-rate schedule."""
+    import torch
+
+    torch.manual_seed(0)
+    task = synthetic.TASKS["modular"]
+    model = synthetic.SequenceClassifier(task, "hqlt", 64, 2, 4, window=8, short_conv=4)
+    synthetic.init_normal(model, 0.006)
+    convs = [m for m in model.modules() if isinstance(m, synthetic.ShortConv)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert convs and linears
+    for m in [model.embed, *convs, *linears]:
+        assert abs(m.weight.std().item() - 0.006) < 0.002, m
+        assert getattr(m, "bias", None) is None or not m.bias.any()
+    # linear warm-up to the peak, cosine down to 1e-3 of it
+    factors = [synthetic.lr_factor(s, 1000, 100) for s in range(1000)]
+    assert factors[0] == 0.01 and factors[99] == 1.0 and factors[100] == 1.0
+    assert all(a <= b for a, b in zip(factors[:100], factors[1:100]))
+    assert all(a >= b for a, b in zip(factors[100:], factors[101:]))
+    assert abs(factors[550] - (0.001 + 0.999 * 0.5)) < 1e-9 and abs(factors[-1] - 0.001) < 1e-4
+    common = ["--tasks", "modular", "--models", "DeltaNet", "--seeds", "1", "--steps", "4", "--batch", "8",
+              "--test-max", "40"]
+    plain = synthetic.main(common)["results"]["DeltaNet"]["modular"]["runs"][0]
+    recipe = synthetic.main(common + ["--init-std", "0.006", "--weight-decay", "0.1", "--schedule", "warmup-cosine",
+                                      "--warmup", "2"])
+    assert recipe["args"]["schedule"] == "warmup-cosine" and recipe["args"]["init_std"] == "0.006"
+    assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["seconds"] > 0
+    assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["test_by_length"] != plain["test_by_length"]
+    for bad, message in ((["--warmup", "0"], "--warmup (0) must be at least 1"),
+                         (["--init-std", "0"], "--init-std (0.0) must be > 0"),
+                         (["--weight-decay", "-1"], "--weight-decay (-1.0) must be >= 0")):
+        with pytest.raises(SystemExit):
+            synthetic.main(common + bad)
+        assert message in capsys.readouterr().err
