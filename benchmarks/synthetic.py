@@ -305,6 +305,8 @@ def train_and_test(task: Task, memory_name: str, fields: dict, args: argparse.Na
         memory_name, fields = "hqlt", dict(fields, fw_rule="sum")
     if getattr(args, "short_conv", 0):
         fields = dict(fields, short_conv=args.short_conv)
+    if getattr(args, "qk_activation", "silu") != "silu":
+        fields = dict(fields, qk_activation=args.qk_activation)
     batches = _prefetched(task, args, seed) if getattr(args, "prefetch", False) else _train_batches(task, args, seed)
     model = SequenceClassifier(task, memory_name, args.d_model, args.n_layers, args.n_heads, **fields).to(device)
     if getattr(args, "compile", False):  # training calls compiled; the evaluations (no gradients) stay eager
@@ -484,6 +486,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test-stride", type=int, default=None)
     parser.add_argument(
         "--short-conv", type=int, default=0, help="kernel of the short q/k/v convolutions of every model (0: none)"
+    )
+    parser.add_argument(
+        "--qk-activation",
+        choices=["silu", "identity"],
+        default="silu",
+        help="feature map of the fast weights' queries and keys before L2 normalisation (identity: the paper's "
+        "configs for these tasks)",
     )
     parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay, on every parameter")
     parser.add_argument(

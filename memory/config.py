@@ -10,6 +10,7 @@ MEMORY_NAMES = ("hqlt", "kv", "deltanet", "linear", "lstm", "gru", "none")
 BLENDS = ("synchronous", "delayed_stream", "delayed_chunk")
 MIXERS = ("sum", "scalar", "vector")
 FW_RULES = ("delta", "sum")
+QK_ACTIVATIONS = ("silu", "identity")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class MemoryConfig:
     positive value starts the blend leaning on the fast weights (sigmoid(2) = 0.88), a negative one on the KV window."""
     fw_rule: str = "delta"
     """Fast-weight update: delta (DeltaNet) or sum (linear attention, the paper's ablation); 'linear' always uses sum."""
+    qk_activation: str = "silu"
+    """Feature map of the FW branch's queries and keys before L2 normalisation: silu (phi = L2(SiLU(x)), DeltaNet's
+    default) or identity (phi = L2(x), keys of any sign, as in the paper's configs for parity and modular arithmetic)."""
     allow_neg_eigval: bool = True
     """beta = 2 * sigmoid(.) in (0, 2) instead of sigmoid(.) in (0, 1)."""
     rope: bool = True
@@ -74,6 +78,10 @@ class MemoryConfig:
             raise ValueError(f"memory config field 'mixer'={self.mixer!r} is unknown; allowed: {', '.join(MIXERS)}")
         if self.fw_rule not in FW_RULES:
             raise ValueError(f"memory config field 'fw_rule'={self.fw_rule!r} is unknown; allowed: {', '.join(FW_RULES)}")
+        if self.qk_activation not in QK_ACTIVATIONS:
+            raise ValueError(
+                f"memory config field 'qk_activation'={self.qk_activation!r} is unknown; allowed: {', '.join(QK_ACTIVATIONS)}"
+            )
         for name in ("allow_neg_eigval", "rope", "carry_fw_across_episodes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"memory config field '{name}' must be true or false, got {getattr(self, name)!r}")

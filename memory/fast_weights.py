@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 
-def phi(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Feature map of the FW branch: L2-normalise(SiLU(x)) over the last dim."""
-    return F.normalize(F.silu(x), p=2.0, dim=-1, eps=eps)
+def phi(x: torch.Tensor, eps: float = 1e-6, activation: str = "silu") -> torch.Tensor:
+    """Feature map of the FW branch: L2-normalise(SiLU(x)) over the last dim; with ``activation="identity"``,
+    L2-normalise(x)."""
+    return F.normalize(x if activation == "identity" else F.silu(x), p=2.0, dim=-1, eps=eps)
 
 
 def delta_rule_step(

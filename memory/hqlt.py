@@ -374,7 +374,7 @@ class HQLTLayer(nn.Module):
             return None, o_kv, KVOnlyState(kv)
 
         w = state.fw if (self.carry or keep is None) else state.fw * keep.view(-1, 1, 1, 1)  # (B, H, Dv, Dk)
-        phi_qk = fw.phi(qk)  # (B, 2, H, Dh)
+        phi_qk = fw.phi(qk, activation=self.config.qk_activation)  # (B, 2, H, Dh)
         if not self.has_kv:  # FW only
             o_fw, w = self._write_step(phi_qk, v, beta, w)
             return o_fw, None, FWState(w)
@@ -415,7 +415,7 @@ class HQLTLayer(nn.Module):
 
     def _parallel(self, proj: Projection, state: LayerState, starts: torch.Tensor, shared: dict | None = None):
         resets = None if self.carry else starts
-        phi_qk = fw.phi(proj.qk)  # (B, T, 2, H, Dh): q and k at once
+        phi_qk = fw.phi(proj.qk, activation=self.config.qk_activation)  # (B, T, 2, H, Dh): q and k at once
         phi_q, phi_k = phi_qk.unbind(2)  # (B, T, H, Dh) each
         if not self.has_kv:
             o_fw, w = self._write_parallel(phi_q, phi_k, proj.v, proj.beta, state.fw, resets)

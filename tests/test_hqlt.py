@@ -16,7 +16,6 @@ import torch
 from memory import MemoryConfig, build_memory
 from memory.blocks import MemoryStack
 from memory.config import BLENDS, MIXERS
-from memory.fast_weights import phi
 from memory.hqlt import HQLTLayer
 
 SHORT = {"synchronous": "sync", "delayed_stream": "stream", "delayed_chunk": "chunk"}
@@ -32,6 +31,12 @@ def rope_ref(x: torch.Tensor, pos: int, base: float) -> torch.Tensor:
         out[..., i] = x[..., i] * c - x[..., i + d // 2] * s
         out[..., i + d // 2] = x[..., i] * s + x[..., i + d // 2] * c
     return out
+
+
+def ref_phi(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """The FW feature map from its definition: SiLU (or nothing) then division by the L2 norm."""
+    z = x * torch.sigmoid(x) if activation == "silu" else x
+    return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
 def delta_write(w, k, v, beta):
@@ -63,6 +68,10 @@ def reference_short_conv(layer: HQLTLayer, x: torch.Tensor, starts: torch.Tensor
 def reference_layer(layer: HQLTLayer, x: torch.Tensor, starts: torch.Tensor):
     """Branch outputs (o_fw, o_kv) [B, T, H, Dh] (None for an absent branch) from a fresh state."""
     cfg = layer.config
+
+    def phi(z):
+        return ref_phi(z, cfg.qk_activation)
+
     s, carry, blend = cfg.window, cfg.carry_fw_across_episodes, layer.blend
     proj = layer.project(x) if layer.short_conv is None else layer.project(x, reference_short_conv(layer, x, starts))
     b_sz, steps, h, d = proj.q.shape
@@ -119,6 +128,10 @@ def layer_cases():
     yield pytest.param("hqlt", dict(short_conv=3, carry_fw_across_episodes=True), id="hqlt-sync-vector-carry-conv")
     for kind in ("kv", "deltanet", "linear"):
         yield pytest.param(kind, dict(short_conv=4), id=f"{kind}-conv")
+    for b in BLENDS:
+        yield pytest.param("hqlt", dict(blend=b, qk_activation="identity"), id=f"hqlt-{SHORT[b]}-vector-identity")
+    for kind in ("deltanet", "linear"):
+        yield pytest.param(kind, dict(qk_activation="identity", short_conv=4), id=f"{kind}-identity-conv")
 
 
 @pytest.mark.parametrize("shape", [(2, 37), (1, 20)], ids=lambda s: f"B{s[0]}-T{s[1]}")
@@ -261,6 +274,7 @@ def test_carry_fw_across_episodes(blend):
         (dict(carry_fw_across_episodes="yes"), "carry_fw_across_episodes"),
         (dict(mlp_ratio=0.0), "mlp_ratio"),
         (dict(fw_rule="hebb"), "fw_rule"),
+        (dict(qk_activation="relu"), "qk_activation"),
         (dict(short_conv=-1), "short_conv"),
         (dict(short_conv=2.5), "short_conv"),
         (dict(mixer_bias=float("nan")), "mixer_bias"),

@@ -239,6 +239,10 @@ def test_paper_recipe_options(capsys):
     assert recipe["args"]["schedule"] == "warmup-cosine" and recipe["args"]["init_std"] == "0.006"
     assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["seconds"] > 0
     assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["test_by_length"] != plain["test_by_length"]
+    identity = synthetic.main(common + ["--qk-activation", "identity"])["results"]["DeltaNet"]["modular"]["runs"][0]
+    assert identity["test_by_length"] != plain["test_by_length"]
+    silu = synthetic.main(common + ["--qk-activation", "silu"])["results"]["DeltaNet"]["modular"]["runs"][0]
+    assert silu["test_by_length"] == plain["test_by_length"]  # silu is the default
     for bad, message in ((["--warmup", "0"], "--warmup (0) must be at least 1"),
                          (["--init-std", "0"], "--init-std (0.0) must be > 0"),
                          (["--weight-decay", "-1"], "--weight-decay (-1.0) must be >= 0")):
