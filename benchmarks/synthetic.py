@@ -36,6 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memory import build_memory  # noqa: E402
+from memory.config import QK_ACTIVATIONS  # noqa: E402
 from memory.hqlt import ShortConv  # noqa: E402
 
 MODULUS = 5
@@ -489,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--qk-activation",
-        choices=["silu", "identity"],
+        choices=QK_ACTIVATIONS,
         default="silu",
         help="feature map of the fast weights' queries and keys before L2 normalisation (identity: the paper's "
         "configs for these tasks)",
