@@ -424,6 +424,14 @@ def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -
     _save(fig, path)
 
 
+def curve_label(args: dict, model: str, task: str, seed: int) -> str:
+    """Legend entry of one run in --plot-curves: model, task, seed, steps, plus the q/k feature map where it is not
+    the default (runs that differ only in it would otherwise share a label)."""
+    name = f"{model}, {task}, seed {seed}, {args['steps']} steps"
+    feature_map = args.get("qk_activation", "silu")
+    return name if feature_map == "silu" else f"{name}, q/k {feature_map}"
+
+
 def plot_curves(json_paths: list[Path], path: Path) -> None:
     """From runs made with --eval-every: test accuracy against training steps, and the final accuracy per test length."""
     plt = _pyplot()
@@ -442,7 +450,7 @@ def plot_curves(json_paths: list[Path], path: Path) -> None:
                 for i, run in enumerate(entry["runs"]):
                     if "curve" not in run:
                         continue
-                    name = f"{label}, {task_name}, seed {first_seed + i}, {record['args']['steps']} steps"
+                    name = curve_label(record["args"], label, task_name, first_seed + i)
                     line = ax_steps.plot([p["step"] for p in run["curve"]], [p["test_acc"] for p in run["curve"]],
                                          marker="o", label=name)[0]
                     lengths = sorted(run["test_by_length"], key=int)

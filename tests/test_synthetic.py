@@ -132,6 +132,15 @@ def test_eval_every_records_a_curve_without_changing_the_run(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_curve_label_names_a_feature_map_other_than_the_default():
+    args = {"steps": "20000", "qk_activation": "silu"}
+    assert synthetic.curve_label(args, "DeltaNet", "modular", 1) == "DeltaNet, modular, seed 1, 20000 steps"
+    args["qk_activation"] = "identity"
+    assert synthetic.curve_label(args, "DeltaNet", "modular", 1) == "DeltaNet, modular, seed 1, 20000 steps, q/k identity"
+    # records written before the option existed used SiLU
+    assert synthetic.curve_label({"steps": "5"}, "DeltaNet", "parity", 0) == "DeltaNet, parity, seed 0, 5 steps"
+
+
 def test_prefetch_trains_on_the_same_batches(tmp_path):
     common = ["--tasks", "modular", "--models", "HQLT synchronous", "--seeds", "1", "--steps", "6", "--batch", "8",
               "--test-max", "48"]
