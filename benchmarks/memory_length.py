@@ -33,6 +33,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _rl import (  # noqa: E402
@@ -45,6 +47,7 @@ from _rl import (  # noqa: E402
     fmt_steps,
     group,
     kv_reach,
+    permutation_p,
     plot_curves,
     run_all,
     wall_time_line,
@@ -241,6 +244,37 @@ def _value(record: dict, key: str) -> float | None:
     return record.get(key)
 
 
+def _fmt_opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _vm_comparison(hqlt: list[dict], deltanet: list[dict]) -> list[str]:
+    """The paper's claim on Visual Match is the hybrid above FW-memory alone: an exact one-sided permutation test of
+    HQLT's success over DeltaNet's across seeds (runs with no greedy evaluation are left out of that test)."""
+    if len(hqlt) < 2 or len(deltanet) < 2:
+        return []
+    out = [
+        "",
+        "HQLT (sync) above DeltaNet? Exact one-sided permutation test over seeds (p = share of seed relabellings "
+        "with at least the observed difference of means):",
+        "",
+    ]
+    for what, get in (
+        ("train success", lambda r: r["final_train_success"]),
+        ("greedy success", lambda r: r.get("eval", {}).get("success")),
+    ):
+        a = [v for v in map(get, hqlt) if v is not None]
+        b = [v for v in map(get, deltanet) if v is not None]
+        if len(a) >= 2 and len(b) >= 2:
+            out.append(
+                f"- {what}: mean {np.mean(a):.2f} against {np.mean(b):.2f} ({len(a)} and {len(b)} seeds), "
+                f"p = {permutation_p(a, b):.3f}"
+            )
+    reached = [sum(r["steps_to_success"] is not None for r in recs) for recs in (hqlt, deltanet)]
+    out.append(f"- reached 0.9: {reached[0]} of {len(hqlt)} against {reached[1]} of {len(deltanet)}")
+    return out
+
+
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
     groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
@@ -298,6 +332,16 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
                     f"{fmt_pm([r.get('eval', {}).get('success') for r in recs])} | "
                     f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
                 )
+        lines += ["", "Per seed (seed: train / greedy success at the budget):", ""]
+        for agent in agents:
+            recs = sorted(groups.get((vm, agent), []), key=lambda r: r["spec"]["seed"])
+            if recs:
+                cells = [
+                    f"{r['spec']['seed']}: {r['final_train_success']:.2f} / {_fmt_opt(r.get('eval', {}).get('success'))}"
+                    for r in recs
+                ]
+                lines.append(f"- {AGENT_LABELS[agent]}: " + ", ".join(cells))
+        lines += _vm_comparison(groups.get((vm, "hqlt"), []), groups.get((vm, "deltanet"), []))
     lines += ["", wall_time_line(records, " (1 torch thread each)")]
     return "\n".join(lines)
 

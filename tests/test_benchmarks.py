@@ -36,6 +36,45 @@ def test_steps_to_success_first_crossing() -> None:
     assert _rl.steps_to_success([1, 2, 3], [1, 1, 0], window=4, threshold=0.5) is None
 
 
+def test_permutation_p_against_enumeration_by_hand() -> None:
+    # fully separated groups of 3: only the observed split (1 of C(6, 3) = 20) is as extreme
+    assert _rl.permutation_p([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == pytest.approx(1 / 20)
+    # the other way round every split is at least as extreme
+    assert _rl.permutation_p([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]) == 1.0
+    # ties count as extreme: identical values give p = 1
+    assert _rl.permutation_p([0.5, 0.5], [0.5, 0.5]) == 1.0
+    # a = [3, 1], b = [2, 0]: splits of {3, 1, 2, 0} into pairs by first-pair sum: 4, 5, 3, 3, 1, 2 -> sums >= 4: 2 of 6
+    assert _rl.permutation_p([3.0, 1.0], [2.0, 0.0]) == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match="both groups"):
+        _rl.permutation_p([], [1.0])
+
+
+def test_visual_match_report_lists_seeds_and_compares_hqlt_with_deltanet() -> None:
+    from memory_length import tables, visual_match_specs
+
+    records = {}
+    for spec in visual_match_specs(30, ["hqlt", "deltanet"], [0, 1, 2], quick=True, n_apples=0):
+        high = spec.agent == "hqlt"
+        records[spec.key] = {
+            "key": spec.key, "spec": {"task": spec.task, "agent": spec.agent, "seed": spec.seed,
+                                      "env_kwargs": spec.env_kwargs, "total_timesteps": spec.total_timesteps,
+                                      "variant": spec.variant},
+            "final_train_success": (0.9 if high else 0.3) + 0.01 * spec.seed,
+            "steps_to_success": 1000 if high else None,
+            "eval": {"success": 0.8 if high else 0.2},
+            "train_seconds": 1.0,
+        }
+    text = tables(records, [], 30)
+    assert "- HQLT (sync): 0: 0.90 / 0.80, 1: 0.91 / 0.80, 2: 0.92 / 0.80" in text
+    assert "- DeltaNet: 0: 0.30 / 0.20, 1: 0.31 / 0.20, 2: 0.32 / 0.20" in text
+    assert "- train success: mean 0.91 against 0.31 (3 and 3 seeds), p = 0.050" in text
+    assert "- greedy success: mean 0.80 against 0.20 (3 and 3 seeds), p = 0.050" in text
+    assert "- reached 0.9: 3 of 3 against 0 of 3" in text
+    # one agent alone: no comparison
+    alone = {k: r for k, r in records.items() if r["spec"]["agent"] == "hqlt"}
+    assert "permutation" not in tables(alone, [], 30)
+
+
 def test_steps_to_success_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="same length"):
         _rl.steps_to_success([1, 2], [1], window=1)
