@@ -440,21 +440,29 @@ def fmt_steps(values: Sequence[int | None]) -> str:
     return f"{np.median(got) / 1000:.0f}k ({len(got)}/{len(values)})"
 
 
-def permutation_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Exact one-sided permutation test: the share of all ways to split ``a + b`` into groups of ``len(a)`` and
-    ``len(b)`` whose first group's mean exceeds the second's by at least the observed difference (ties count).
-    Small p: ``a`` is higher than relabelling seeds at random explains. Every split is enumerated, so keep
-    ``len(a) + len(b)`` to about 20."""
+def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "greater") -> float:
+    """Exact permutation test over seeds: the share of all ways to split ``a + b`` into groups of ``len(a)`` and
+    ``len(b)`` whose difference of means is at least the observed one (ties count). ``alternative="greater"``
+    (one-sided): small p says ``a`` is higher than relabelling seeds at random explains; ``"two-sided"``: small p
+    says the two differ, either way (the difference is compared in absolute value). Every split is enumerated, so
+    keep ``len(a) + len(b)`` to about 20."""
     import itertools
 
+    if alternative not in ("greater", "two-sided"):
+        raise ValueError(f"permutation_p: alternative must be 'greater' or 'two-sided', got {alternative!r}")
     values = np.asarray(list(a) + list(b), dtype=float)
-    n, total = len(a), values.sum()
-    if n == 0 or len(b) == 0:
-        raise ValueError(f"permutation_p needs values in both groups, got {len(a)} and {len(b)}")
-    # mean(first) - mean(rest) grows with the first group's sum, so compare sums (with a tolerance for rounding)
-    observed = values[:n].sum()
-    sums = np.array([values[list(idx)].sum() for idx in itertools.combinations(range(len(values)), n)])
-    return float(np.mean(sums >= observed - 1e-9 * max(1.0, abs(total))))
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        raise ValueError(f"permutation_p needs values in both groups, got {n} and {m}")
+    total = values.sum()
+    # mean(first) - mean(rest) = sum(first) * (1/n + 1/m) - total/m: a function of the first group's sum alone
+    sums = np.array([values[list(idx)].sum() for idx in itertools.combinations(range(n + m), n)])
+    diffs = sums / n - (total - sums) / m
+    observed = values[:n].sum() / n - values[n:].sum() / m
+    tol = 1e-9 * max(1.0, float(np.abs(values).max()))
+    if alternative == "two-sided":
+        diffs, observed = np.abs(diffs), abs(observed)
+    return float(np.mean(diffs >= observed - tol))
 
 
 def fmt_pm(values: Sequence[float | None]) -> str:

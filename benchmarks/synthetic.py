@@ -14,6 +14,7 @@ Windows: S = 8 (S = 16 for delayed-chunk, as in the paper).
     python benchmarks/synthetic.py                  # the full table (about an hour)
     python benchmarks/synthetic.py --tasks modular --eval-every 500 --json runs.json   # with accuracy curves
     python benchmarks/synthetic.py --plot-curves curves.png runs.json                    # plot those curves
+    python benchmarks/synthetic.py --summarise benchmarks/results/synthetic_modular_*.json   # every seed, merged
     python benchmarks/synthetic.py --tasks modular --pack --batch 512 --device cuda --prefetch   # on a GPU
 """
 
@@ -432,25 +433,36 @@ def curve_label(args: dict, model: str, task: str, seed: int) -> str:
     return name if feature_map == "silu" else f"{name}, q/k {feature_map}"
 
 
+# options that do not change what a run learns or how it is scored: runs that differ only in these are merged
+NOT_SETTINGS = frozenset({
+    "quick", "tasks", "models", "seeds", "first_seed", "eval_every", "device", "prefetch", "compile", "threads",
+    "workers", "plot", "json", "plot_curves", "summarise",
+})
+
+
+def _read_record(json_path: Path, option: str) -> tuple[dict, dict]:
+    try:
+        record = json.loads(Path(json_path).read_text())
+        args, results = dict(record["args"]), dict(record["results"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"{option}: {json_path} is not a JSON file written by synthetic.py --json ({err!r})") from None
+    return args, results
+
+
 def plot_curves(json_paths: list[Path], path: Path) -> None:
     """From runs made with --eval-every: test accuracy against training steps, and the final accuracy per test length."""
     plt = _pyplot()
     fig, (ax_steps, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
     plotted = 0
     for json_path in json_paths:
-        try:
-            record = json.loads(Path(json_path).read_text())
-            first_seed, results = int(record["args"]["first_seed"]), dict(record["results"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise SystemExit(
-                f"--plot-curves: {json_path} is not a JSON file written by synthetic.py --json ({err!r})"
-            ) from None
+        args, results = _read_record(json_path, "--plot-curves")
+        first_seed = int(args.get("first_seed", 0))
         for label, by_task in results.items():
             for task_name, entry in by_task.items():
                 for i, run in enumerate(entry["runs"]):
                     if "curve" not in run:
                         continue
-                    name = curve_label(record["args"], label, task_name, first_seed + i)
+                    name = curve_label(args, label, task_name, first_seed + i)
                     line = ax_steps.plot([p["step"] for p in run["curve"]], [p["test_acc"] for p in run["curve"]],
                                          marker="o", label=name)[0]
                     lengths = sorted(run["test_by_length"], key=int)
@@ -474,7 +486,93 @@ def plot_curves(json_paths: list[Path], path: Path) -> None:
     _save(fig, path)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def summarise(json_paths: list[Path]) -> dict:
+    """Merge the runs of several synthetic.py JSON files.
+
+    Runs are grouped by task, model and training settings (every option except those in ``NOT_SETTINGS``; an option
+    a record predates takes its default, which is what that run used). Returns ``{"groups": [...], "tests": [...]}``:
+    per group its seeds with train/test accuracy, best, mean and std; per pair of models with the same task and
+    settings and at least two seeds each, the exact two-sided permutation p-value of their test accuracies."""
+    from _rl import permutation_p
+
+    defaults = {k: str(v) for k, v in vars(build_parser().parse_args([])).items() if k not in NOT_SETTINGS}
+    groups: dict[tuple, dict] = {}
+    for json_path in json_paths:
+        args, results = _read_record(json_path, "--summarise")
+        settings = {k: str(args.get(k, default)) for k, default in defaults.items()}
+        first_seed = int(args.get("first_seed", 0))
+        for label, by_task in results.items():
+            for task_name, entry in by_task.items():
+                key = (task_name, label, tuple(sorted(settings.items())))
+                group = groups.setdefault(key, {"task": task_name, "model": label, "settings": settings, "runs": {}})
+                for i, run in enumerate(entry["runs"]):
+                    seed = first_seed + i
+                    if seed in group["runs"]:
+                        raise SystemExit(
+                            f"--summarise: seed {seed} of {label} on {task_name} with the same settings is in both "
+                            f"{group['runs'][seed]['file']} and {json_path}; pass only one of them"
+                        )
+                    group["runs"][seed] = {"file": str(json_path), "train_acc": float(run["train_acc"]),
+                                           "test_acc": float(run["test_acc"])}
+    out_groups = []
+    for group in groups.values():
+        tests = [r["test_acc"] for r in group["runs"].values()]
+        out_groups.append({
+            **group,
+            "runs": dict(sorted(group["runs"].items())),
+            "best": max(tests), "mean": float(np.mean(tests)), "std": float(np.std(tests)),
+        })
+    # settings that differ between the groups of a task name the groups in the table
+    for group in out_groups:
+        same_task = [g["settings"] for g in out_groups if g["task"] == group["task"]]
+        group["differs"] = {k: v for k, v in group["settings"].items() if any(s[k] != v for s in same_task)}
+    tests_out = []
+    for i, a in enumerate(out_groups):
+        for b in out_groups[i + 1:]:
+            if a["task"] != b["task"] or a["settings"] != b["settings"] or min(len(a["runs"]), len(b["runs"])) < 2:
+                continue
+            xa = [r["test_acc"] for r in a["runs"].values()]
+            xb = [r["test_acc"] for r in b["runs"].values()]
+            tests_out.append({"task": a["task"], "a": a["model"], "b": b["model"], "differs": a["differs"],
+                              "mean_a": float(np.mean(xa)), "mean_b": float(np.mean(xb)),
+                              "p_two_sided": permutation_p(xa, xb, alternative="two-sided")})
+    return {"groups": out_groups, "tests": tests_out}
+
+
+def format_summary(summary: dict) -> str:
+    """Markdown: per task, a table with one row per model and settings (settings named by a letter, listed under
+    the table by the options in which they differ) and the permutation tests."""
+    lines = []
+    for task in dict.fromkeys(g["task"] for g in summary["groups"]):
+        groups = [g for g in summary["groups"] if g["task"] == task]
+        letters: dict[str, str] = {}
+        for g in groups:
+            letters.setdefault(json.dumps(g["differs"], sort_keys=True), chr(ord("A") + len(letters)))
+        letter = {id(g): letters[json.dumps(g["differs"], sort_keys=True)] for g in groups}
+        lines += [f"\n{task}: normalised accuracy (chance = 0) on the test lengths, every seed",
+                  "| settings | model | seeds | test per seed | best | mean ± std | train (mean) |",
+                  "|---|---|---|---|---|---|---|"]
+        for g in sorted(groups, key=lambda g: (letter[id(g)], g["model"])):
+            runs = g["runs"]
+            per_seed = " / ".join(f"{r['test_acc']:.1f}" for r in runs.values())
+            train = np.mean([r["train_acc"] for r in runs.values()])
+            lines.append(f"| {letter[id(g)]} | {g['model']} | {', '.join(map(str, runs))} | {per_seed} | "
+                         f"{g['best']:.1f} | {g['mean']:.1f} ± {g['std']:.1f} | {train:.1f} |")
+        if len(letters) > 1:
+            lines.append("\nsettings (where they differ):")
+            lines += [f"- {name}: " + " ".join(f"{k}={v}" for k, v in json.loads(key).items())
+                      for key, name in letters.items()]
+        task_tests = [t for t in summary["tests"] if t["task"] == task]
+        if task_tests:
+            lines.append("\nexact two-sided permutation test of the test accuracies over seeds (same settings):")
+        for t in task_tests:
+            name = letters[json.dumps(t["differs"], sort_keys=True)]
+            lines.append(f"- {name}: {t['a']} {t['mean_a']:.1f} vs {t['b']} {t['mean_b']:.1f}, "
+                         f"p = {t['p_two_sided']:.3f}")
+    return "\n".join(lines).lstrip("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run: fewer steps, parity only, 1 seed")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS), help="tasks to run")
@@ -545,7 +643,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--plot-curves", nargs="+", type=Path, default=None, metavar=("PNG", "JSON"),
                         help="plot the curves of runs made with --eval-every from these JSON files to PNG, and exit")
+    parser.add_argument("--summarise", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="merge the runs of these JSON files by model and training settings, print every seed, "
+                        "best, mean and a permutation test between models, and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.summarise:
+        missing = [str(p) for p in args.summarise if not p.is_file()]
+        if missing:
+            parser.error(f"--summarise: no such JSON file: {', '.join(missing)}")
+        summary = summarise(args.summarise)
+        print(format_summary(summary))
+        return summary
     if args.plot_curves:
         if len(args.plot_curves) < 2:
             parser.error("--plot-curves needs the PNG to write and at least one JSON file of runs")

@@ -49,6 +49,35 @@ def test_permutation_p_against_enumeration_by_hand() -> None:
         _rl.permutation_p([], [1.0])
 
 
+def test_permutation_p_two_sided_and_unequal_groups() -> None:
+    # separated groups: the observed split and its mirror image are the 2 of 20 as extreme, either way round
+    assert _rl.permutation_p([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], alternative="two-sided") == pytest.approx(2 / 20)
+    assert _rl.permutation_p([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], alternative="two-sided") == pytest.approx(2 / 20)
+    # a = [3], b = [0, 1, 2]: the single value drawn for a gives differences 2, -2, -2/3, 2/3 (for 3, 0, 1, 2)
+    assert _rl.permutation_p([3.0], [0.0, 1.0, 2.0]) == pytest.approx(1 / 4)
+    assert _rl.permutation_p([3.0], [0.0, 1.0, 2.0], alternative="two-sided") == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match="alternative"):
+        _rl.permutation_p([1.0], [0.0], alternative="less")
+
+
+def test_permutation_p_matches_a_plain_enumeration_of_relabellings() -> None:
+    import itertools
+
+    rng = np.random.default_rng(3)
+    for n, m in [(2, 3), (4, 4), (3, 5)]:
+        a, b = rng.normal(size=n).round(1), rng.normal(size=m).round(1)  # rounded: ties occur
+        pooled = list(a) + list(b)
+        observed = np.mean(a) - np.mean(b)
+        diffs = []
+        for chosen in itertools.combinations(range(n + m), n):
+            rest = [pooled[i] for i in range(n + m) if i not in chosen]
+            diffs.append(np.mean([pooled[i] for i in chosen]) - np.mean(rest))
+        diffs = np.array(diffs)
+        assert _rl.permutation_p(a, b) == pytest.approx(np.mean(diffs >= observed - 1e-12))
+        assert _rl.permutation_p(a, b, alternative="two-sided") == pytest.approx(
+            np.mean(np.abs(diffs) >= abs(observed) - 1e-12))
+
+
 def test_visual_match_report_lists_seeds_and_compares_hqlt_with_deltanet() -> None:
     from memory_length import tables, visual_match_specs
 

@@ -1,5 +1,6 @@
 """The synthetic tasks of benchmarks/synthetic.py: labels are right, and the quick mode runs end to end."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -258,3 +259,51 @@ def test_paper_recipe_options(capsys):
         with pytest.raises(SystemExit):
             synthetic.main(common + bad)
         assert message in capsys.readouterr().err
+
+
+def _record(path, runs, first_seed, model="DeltaNet", **args):
+    """A JSON file as synthetic.py --json writes it (args as strings), with the given (train, test) runs."""
+    args = {"first_seed": str(first_seed), "seeds": str(len(runs)), "steps": "20000", **args}
+    results = {model: {"modular": {"runs": [{"train_acc": tr, "test_acc": te, "seconds": 1.0} for tr, te in runs]}}}
+    path.write_text(json.dumps({"args": args, "results": results, "wall_seconds": 1.0}))
+    return path
+
+
+def test_summarise_merges_seeds_across_files_and_keeps_settings_apart(tmp_path, capsys):
+    files = [
+        _record(tmp_path / "d01.json", [(99.0, 30.0), (98.0, 50.0)], 0, lr="0.005"),
+        _record(tmp_path / "d2.json", [(97.0, 40.0)], 2, lr="0.005", compile="True", eval_every="2500"),
+        _record(tmp_path / "h0.json", [(99.0, 80.0)], 0, model="HQLT synchronous", lr="0.005"),
+        _record(tmp_path / "h1.json", [(99.0, 90.0)], 1, model="HQLT synchronous", lr="0.005"),
+        # other settings (the default lr of a record that predates nothing: written out here) stay a group apart
+        _record(tmp_path / "old.json", [(90.0, 10.0)], 1),
+    ]
+    out = synthetic.main(["--summarise", *map(str, files)])
+    groups = {(g["model"], g["settings"]["lr"]): g for g in out["groups"]}
+    deltanet = groups[("DeltaNet", "0.005")]
+    assert list(deltanet["runs"]) == [0, 1, 2]  # compile and eval-every do not split a group
+    assert deltanet["best"] == 50.0 and deltanet["mean"] == pytest.approx(40.0)
+    assert deltanet["std"] == pytest.approx(np.std([30.0, 50.0, 40.0]))
+    assert list(groups[("DeltaNet", "0.003")]["runs"]) == [1]  # the parser's default lr
+    assert groups[("DeltaNet", "0.003")]["differs"] == {"lr": "0.003"}
+    (test,) = out["tests"]  # only the pair with the same settings and two seeds or more each
+    assert (test["a"], test["b"]) == ("DeltaNet", "HQLT synchronous")
+    # 5 values, split 3 / 2: the observed split and its mirror (HQLT's two above all three of DeltaNet's) of 10
+    assert test["p_two_sided"] == pytest.approx(1 / 10)
+    printed = capsys.readouterr().out
+    assert "| A | DeltaNet | 0, 1, 2 | 30.0 / 50.0 / 40.0 | 50.0 | 40.0 ± 8.2 | 98.0 |" in printed
+    assert "| B | DeltaNet | 1 | 10.0 | 10.0 | 10.0 ± 0.0 | 90.0 |" in printed
+    assert "- A: lr=0.005" in printed and "- B: lr=0.003" in printed
+    assert "- A: DeltaNet 40.0 vs HQLT synchronous 85.0, p = 0.100" in printed
+
+
+def test_summarise_rejects_a_seed_given_twice_and_a_foreign_file(tmp_path):
+    a = _record(tmp_path / "a.json", [(99.0, 30.0)], 1)
+    b = _record(tmp_path / "b.json", [(99.0, 31.0)], 1)
+    with pytest.raises(SystemExit, match="seed 1 of DeltaNet .* pass only one"):
+        synthetic.main(["--summarise", str(a), str(b)])
+    (tmp_path / "x.json").write_text(json.dumps({"policy": []}))
+    with pytest.raises(SystemExit, match="not a JSON file written by synthetic.py"):
+        synthetic.main(["--summarise", str(tmp_path / "x.json")])
+    with pytest.raises(SystemExit):
+        synthetic.main(["--summarise", str(tmp_path / "missing.json")])
