@@ -436,7 +436,7 @@ def curve_label(args: dict, model: str, task: str, seed: int) -> str:
 # options that do not change what a run learns or how it is scored: runs that differ only in these are merged
 NOT_SETTINGS = frozenset({
     "quick", "tasks", "models", "seeds", "first_seed", "eval_every", "device", "prefetch", "compile", "threads",
-    "workers", "plot", "json", "plot_curves", "summarise",
+    "workers", "plot", "json", "plot_curves", "summarise", "compare",
 })
 
 
@@ -486,13 +486,14 @@ def plot_curves(json_paths: list[Path], path: Path) -> None:
     _save(fig, path)
 
 
-def summarise(json_paths: list[Path]) -> dict:
+def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchronous", "DeltaNet")) -> dict:
     """Merge the runs of several synthetic.py JSON files.
 
     Runs are grouped by task, model and training settings (every option except those in ``NOT_SETTINGS``; an option
     a record predates takes its default, which is what that run used). Returns ``{"groups": [...], "tests": [...]}``:
     per group its seeds with train/test accuracy, best, mean and std; per pair of models with the same task and
-    settings and at least two seeds each, the exact two-sided permutation p-value of their test accuracies."""
+    settings and at least two seeds each, the exact two-sided permutation p-value of their test accuracies, for the
+    two models named in ``compare`` (model labels, e.g. the paper's pair: synchronous HQLT and DeltaNet)."""
     from _rl import permutation_p
 
     defaults = {k: str(v) for k, v in vars(build_parser().parse_args([])).items() if k not in NOT_SETTINGS}
@@ -527,8 +528,8 @@ def summarise(json_paths: list[Path]) -> dict:
         same_task = [g["settings"] for g in out_groups if g["task"] == group["task"]]
         group["differs"] = {k: v for k, v in group["settings"].items() if any(s[k] != v for s in same_task)}
     tests_out = []
-    for i, a in enumerate(out_groups):
-        for b in out_groups[i + 1:]:
+    for a in (g for g in out_groups if g["model"] == compare[0]):
+        for b in (g for g in out_groups if g["model"] == compare[1]):
             if a["task"] != b["task"] or a["settings"] != b["settings"] or min(len(a["runs"]), len(b["runs"])) < 2:
                 continue
             xa = [r["test_acc"] for r in a["runs"].values()]
@@ -536,7 +537,26 @@ def summarise(json_paths: list[Path]) -> dict:
             tests_out.append({"task": a["task"], "a": a["model"], "b": b["model"], "differs": a["differs"],
                               "mean_a": float(np.mean(xa)), "mean_b": float(np.mean(xb)),
                               "p_two_sided": permutation_p(xa, xb, alternative="two-sided")})
-    return {"groups": out_groups, "tests": tests_out}
+    # every (task, settings, seed) that both models ran: which is higher, and an exact two-sided sign test
+    pairs = []
+    for a in (g for g in out_groups if g["model"] == compare[0]):
+        for b in (g for g in out_groups if g["model"] == compare[1]):
+            if a["task"] == b["task"] and a["settings"] == b["settings"]:
+                pairs += [(a["runs"][s]["test_acc"], b["runs"][s]["test_acc"]) for s in a["runs"] if s in b["runs"]]
+    wins = sum(x > y for x, y in pairs)
+    losses = sum(x < y for x, y in pairs)
+    sign = {"a": compare[0], "b": compare[1], "pairs": len(pairs), "a_higher": wins, "b_higher": losses,
+            "p_two_sided": sign_test_p(wins, losses)}
+    return {"groups": out_groups, "tests": tests_out, "paired": sign}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (ties dropped): the chance under fair coins of a split at least as uneven."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def format_summary(summary: dict) -> str:
@@ -569,6 +589,11 @@ def format_summary(summary: dict) -> str:
             name = letters[json.dumps(t["differs"], sort_keys=True)]
             lines.append(f"- {name}: {t['a']} {t['mean_a']:.1f} vs {t['b']} {t['mean_b']:.1f}, "
                          f"p = {t['p_two_sided']:.3f}")
+    sign = summary.get("paired")
+    if sign and sign["pairs"]:
+        lines.append(f"\npaired by task, settings and seed ({sign['pairs']} pairs): {sign['a']} higher in "
+                     f"{sign['a_higher']}, {sign['b']} in {sign['b_higher']}; exact two-sided sign test "
+                     f"p = {sign['p_two_sided']:.3f}")
     return "\n".join(lines).lstrip("\n")
 
 
@@ -645,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="plot the curves of runs made with --eval-every from these JSON files to PNG, and exit")
     parser.add_argument("--summarise", nargs="+", type=Path, default=None, metavar="JSON",
                         help="merge the runs of these JSON files by model and training settings, print every seed, "
-                        "best, mean and a permutation test between models, and exit")
+                        "best, mean and a permutation test between two models (--compare), and exit")
+    parser.add_argument("--compare", nargs="+", default=["HQLT synchronous", "DeltaNet"], metavar="MODEL",
+                        help="with --summarise: the two models whose test accuracies are compared over seeds")
     return parser
 
 
@@ -656,7 +683,11 @@ def main(argv: list[str] | None = None) -> dict:
         missing = [str(p) for p in args.summarise if not p.is_file()]
         if missing:
             parser.error(f"--summarise: no such JSON file: {', '.join(missing)}")
-        summary = summarise(args.summarise)
+        labels = [label for label, _, _ in MODELS]
+        unknown = [m for m in args.compare if m not in labels]
+        if unknown or len(args.compare) != 2:
+            parser.error(f"--compare takes two model labels out of {labels}; got {args.compare}")
+        summary = summarise(args.summarise, tuple(args.compare))
         print(format_summary(summary))
         return summary
     if args.plot_curves:

@@ -287,14 +287,22 @@ def test_summarise_merges_seeds_across_files_and_keeps_settings_apart(tmp_path, 
     assert list(groups[("DeltaNet", "0.003")]["runs"]) == [1]  # the parser's default lr
     assert groups[("DeltaNet", "0.003")]["differs"] == {"lr": "0.003"}
     (test,) = out["tests"]  # only the pair with the same settings and two seeds or more each
-    assert (test["a"], test["b"]) == ("DeltaNet", "HQLT synchronous")
+    assert (test["a"], test["b"]) == ("HQLT synchronous", "DeltaNet")
     # 5 values, split 3 / 2: the observed split and its mirror (HQLT's two above all three of DeltaNet's) of 10
     assert test["p_two_sided"] == pytest.approx(1 / 10)
     printed = capsys.readouterr().out
     assert "| A | DeltaNet | 0, 1, 2 | 30.0 / 50.0 / 40.0 | 50.0 | 40.0 ± 8.2 | 98.0 |" in printed
     assert "| B | DeltaNet | 1 | 10.0 | 10.0 | 10.0 ± 0.0 | 90.0 |" in printed
     assert "- A: lr=0.005" in printed and "- B: lr=0.003" in printed
-    assert "- A: DeltaNet 40.0 vs HQLT synchronous 85.0, p = 0.100" in printed
+    assert "- A: HQLT synchronous 85.0 vs DeltaNet 40.0, p = 0.100" in printed
+    # seeds 0 and 1 of settings A were run by both: HQLT higher in both pairs; sign test p = 2 * (1/4)
+    assert out["paired"] == {"a": "HQLT synchronous", "b": "DeltaNet", "pairs": 2, "a_higher": 2, "b_higher": 0,
+                             "p_two_sided": 0.5}
+    # another pair on request; a label that is no model is refused
+    out = synthetic.main(["--summarise", *map(str, files), "--compare", "DeltaNet", "KV-only (S=8)"])
+    assert out["tests"] == []
+    with pytest.raises(SystemExit):
+        synthetic.main(["--summarise", *map(str, files), "--compare", "DeltaNet", "HQLT"])
 
 
 def test_summarise_rejects_a_seed_given_twice_and_a_foreign_file(tmp_path):
@@ -307,3 +315,11 @@ def test_summarise_rejects_a_seed_given_twice_and_a_foreign_file(tmp_path):
         synthetic.main(["--summarise", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit):
         synthetic.main(["--summarise", str(tmp_path / "missing.json")])
+
+
+def test_sign_test_p_by_hand():
+    assert synthetic.sign_test_p(0, 0) == 1.0
+    assert synthetic.sign_test_p(5, 0) == pytest.approx(2 / 32)
+    assert synthetic.sign_test_p(0, 5) == pytest.approx(2 / 32)
+    assert synthetic.sign_test_p(9, 2) == pytest.approx(2 * (1 + 11 + 55) / 2048)
+    assert synthetic.sign_test_p(3, 3) == 1.0  # capped: both tails overlap
