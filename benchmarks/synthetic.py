@@ -490,10 +490,11 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchron
     """Merge the runs of several synthetic.py JSON files.
 
     Runs are grouped by task, model and training settings (every option except those in ``NOT_SETTINGS``; an option
-    a record predates takes its default, which is what that run used). Returns ``{"groups": [...], "tests": [...]}``:
-    per group its seeds with train/test accuracy, best, mean and std; per pair of models with the same task and
-    settings and at least two seeds each, the exact two-sided permutation p-value of their test accuracies, for the
-    two models named in ``compare`` (model labels, e.g. the paper's pair: synchronous HQLT and DeltaNet)."""
+    a record predates takes its default, which is what that run used). Returns a dict with
+    - ``groups``: per group its seeds with train and test accuracy, best, mean and std;
+    - ``tests``: for the two models named in ``compare`` (labels; by default the paper's pair), per task and settings
+      where each has at least two seeds, the exact two-sided permutation p-value of their test accuracies;
+    - ``paired``: over every task, settings and seed both ran, how often each is higher, and the sign test's p."""
     from _rl import permutation_p
 
     defaults = {k: str(v) for k, v in vars(build_parser().parse_args([])).items() if k not in NOT_SETTINGS}
@@ -513,8 +514,12 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchron
                             f"--summarise: seed {seed} of {label} on {task_name} with the same settings is in both "
                             f"{group['runs'][seed]['file']} and {json_path}; pass only one of them"
                         )
-                    group["runs"][seed] = {"file": str(json_path), "train_acc": float(run["train_acc"]),
-                                           "test_acc": float(run["test_acc"])}
+                    try:
+                        accuracies = {k: float(run[k]) for k in ("train_acc", "test_acc")}
+                    except (KeyError, TypeError, ValueError) as err:
+                        raise SystemExit(f"--summarise: run {i} of {label} on {task_name} in {json_path} has no "
+                                         f"train and test accuracy ({err!r}); is it a synthetic.py --json file?") from None
+                    group["runs"][seed] = {"file": str(json_path), **accuracies}
     out_groups = []
     for group in groups.values():
         tests = [r["test_acc"] for r in group["runs"].values()]
@@ -527,24 +532,21 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchron
     for group in out_groups:
         same_task = [g["settings"] for g in out_groups if g["task"] == group["task"]]
         group["differs"] = {k: v for k, v in group["settings"].items() if any(s[k] != v for s in same_task)}
-    tests_out = []
+    tests_out, pairs = [], []
     for a in (g for g in out_groups if g["model"] == compare[0]):
         for b in (g for g in out_groups if g["model"] == compare[1]):
-            if a["task"] != b["task"] or a["settings"] != b["settings"] or min(len(a["runs"]), len(b["runs"])) < 2:
+            if a["task"] != b["task"] or a["settings"] != b["settings"]:
+                continue
+            # every seed both ran, for the sign test over all matched runs
+            pairs += [(a["runs"][s]["test_acc"], b["runs"][s]["test_acc"]) for s in a["runs"] if s in b["runs"]]
+            if min(len(a["runs"]), len(b["runs"])) < 2:
                 continue
             xa = [r["test_acc"] for r in a["runs"].values()]
             xb = [r["test_acc"] for r in b["runs"].values()]
             tests_out.append({"task": a["task"], "a": a["model"], "b": b["model"], "differs": a["differs"],
                               "mean_a": float(np.mean(xa)), "mean_b": float(np.mean(xb)),
                               "p_two_sided": permutation_p(xa, xb, alternative="two-sided")})
-    # every (task, settings, seed) that both models ran: which is higher, and an exact two-sided sign test
-    pairs = []
-    for a in (g for g in out_groups if g["model"] == compare[0]):
-        for b in (g for g in out_groups if g["model"] == compare[1]):
-            if a["task"] == b["task"] and a["settings"] == b["settings"]:
-                pairs += [(a["runs"][s]["test_acc"], b["runs"][s]["test_acc"]) for s in a["runs"] if s in b["runs"]]
-    wins = sum(x > y for x, y in pairs)
-    losses = sum(x < y for x, y in pairs)
+    wins, losses = sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)
     sign = {"a": compare[0], "b": compare[1], "pairs": len(pairs), "a_higher": wins, "b_higher": losses,
             "p_two_sided": sign_test_p(wins, losses)}
     return {"groups": out_groups, "tests": tests_out, "paired": sign}
@@ -671,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--summarise", nargs="+", type=Path, default=None, metavar="JSON",
                         help="merge the runs of these JSON files by model and training settings, print every seed, "
                         "best, mean and a permutation test between two models (--compare), and exit")
-    parser.add_argument("--compare", nargs="+", default=["HQLT synchronous", "DeltaNet"], metavar="MODEL",
+    parser.add_argument("--compare", nargs=2, default=["HQLT synchronous", "DeltaNet"], metavar="MODEL",
                         help="with --summarise: the two models whose test accuracies are compared over seeds")
     return parser
 
@@ -685,8 +687,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--summarise: no such JSON file: {', '.join(missing)}")
         labels = [label for label, _, _ in MODELS]
         unknown = [m for m in args.compare if m not in labels]
-        if unknown or len(args.compare) != 2:
-            parser.error(f"--compare takes two model labels out of {labels}; got {args.compare}")
+        if unknown:
+            parser.error(f"--compare: {unknown} not a model label; use two of {labels}")
         summary = summarise(args.summarise, tuple(args.compare))
         print(format_summary(summary))
         return summary

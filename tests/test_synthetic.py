@@ -323,3 +323,12 @@ def test_sign_test_p_by_hand():
     assert synthetic.sign_test_p(0, 5) == pytest.approx(2 / 32)
     assert synthetic.sign_test_p(9, 2) == pytest.approx(2 * (1 + 11 + 55) / 2048)
     assert synthetic.sign_test_p(3, 3) == 1.0  # capped: both tails overlap
+
+
+def test_summarise_names_a_run_without_accuracies(tmp_path):
+    path = _record(tmp_path / "a.json", [(99.0, 30.0)], 0)
+    record = json.loads(path.read_text())
+    del record["results"]["DeltaNet"]["modular"]["runs"][0]["test_acc"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="run 0 of DeltaNet on modular .* has no train and test accuracy"):
+        synthetic.main(["--summarise", str(path)])
