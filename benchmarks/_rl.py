@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -463,6 +464,15 @@ def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "gr
     if alternative == "two-sided":
         diffs, observed = np.abs(diffs), abs(observed)
     return float(np.mean(diffs >= observed - tol))
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test (ties dropped): the chance under fair coins of a split at least as uneven."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2**n
+    return min(1.0, 2 * tail)
 
 
 def fmt_pm(values: Sequence[float | None]) -> str:

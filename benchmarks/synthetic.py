@@ -495,7 +495,7 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchron
     - ``tests``: for the two models named in ``compare`` (labels; by default the paper's pair), per task and settings
       where each has at least two seeds, the exact two-sided permutation p-value of their test accuracies;
     - ``paired``: over every task, settings and seed both ran, how often each is higher, and the sign test's p."""
-    from _rl import permutation_p
+    from _rl import permutation_p, sign_test_p
 
     defaults = {k: str(v) for k, v in vars(build_parser().parse_args([])).items() if k not in NOT_SETTINGS}
     groups: dict[tuple, dict] = {}
@@ -550,15 +550,6 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = ("HQLT synchron
     sign = {"a": compare[0], "b": compare[1], "pairs": len(pairs), "a_higher": wins, "b_higher": losses,
             "p_two_sided": sign_test_p(wins, losses)}
     return {"groups": out_groups, "tests": tests_out, "paired": sign}
-
-
-def sign_test_p(wins: int, losses: int) -> float:
-    """Exact two-sided sign test (ties dropped): the chance under fair coins of a split at least as uneven."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(max(wins, losses), n + 1)) / 2**n
-    return min(1.0, 2 * tail)
 
 
 def format_summary(summary: dict) -> str:

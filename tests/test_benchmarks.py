@@ -78,6 +78,14 @@ def test_permutation_p_matches_a_plain_enumeration_of_relabellings() -> None:
             np.mean(np.abs(diffs) >= abs(observed) - 1e-12))
 
 
+def test_sign_test_p_by_hand() -> None:
+    assert _rl.sign_test_p(0, 0) == 1.0
+    assert _rl.sign_test_p(5, 0) == pytest.approx(2 / 32)
+    assert _rl.sign_test_p(0, 5) == pytest.approx(2 / 32)
+    assert _rl.sign_test_p(9, 2) == pytest.approx(2 * (1 + 11 + 55) / 2048)
+    assert _rl.sign_test_p(3, 3) == 1.0  # capped: both tails overlap
+
+
 def test_visual_match_report_lists_seeds_and_compares_hqlt_with_deltanet() -> None:
     from memory_length import tables, visual_match_specs
 
