@@ -425,12 +425,18 @@ def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -
     _save(fig, path)
 
 
+# options that shape the model, named in a --plot-curves legend where a run departs from their defaults
+SHAPE_OPTIONS = {"d_model": "d_model {}", "n_layers": "{} layers", "n_heads": "{} heads", "qk_activation": "q/k {}"}
+
+
 def curve_label(args: dict, model: str, task: str, seed: int) -> str:
-    """Legend entry of one run in --plot-curves: model, task, seed, steps, plus the q/k feature map where it is not
-    the default (runs that differ only in it would otherwise share a label)."""
+    """Legend entry of one run in --plot-curves: model, task, seed, steps, plus every option of ``SHAPE_OPTIONS``
+    that is not its default (runs that differ only in one would otherwise share a label)."""
+    defaults = vars(build_parser().parse_args([]))
     name = f"{model}, {task}, seed {seed}, {args['steps']} steps"
-    feature_map = args.get("qk_activation", "silu")
-    return name if feature_map == "silu" else f"{name}, q/k {feature_map}"
+    extras = [form.format(args[key]) for key, form in SHAPE_OPTIONS.items()
+              if str(args.get(key, defaults[key])) != str(defaults[key])]
+    return ", ".join([name, *extras])
 
 
 # options that do not change what a run learns or how it is scored: runs that differ only in these are merged

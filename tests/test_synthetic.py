@@ -133,11 +133,14 @@ def test_eval_every_records_a_curve_without_changing_the_run(tmp_path):
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
-def test_curve_label_names_a_feature_map_other_than_the_default():
+def test_curve_label_names_the_shape_options_that_are_not_their_defaults():
     args = {"steps": "20000", "qk_activation": "silu"}
     assert synthetic.curve_label(args, "DeltaNet", "modular", 1) == "DeltaNet, modular, seed 1, 20000 steps"
     args["qk_activation"] = "identity"
     assert synthetic.curve_label(args, "DeltaNet", "modular", 1) == "DeltaNet, modular, seed 1, 20000 steps, q/k identity"
+    args.update(n_heads="2", d_model="64")  # d_model 64 is the default: not named
+    label = synthetic.curve_label(args, "DeltaNet", "modular", 1)
+    assert label == "DeltaNet, modular, seed 1, 20000 steps, 2 heads, q/k identity"
     # records written before the option existed used SiLU
     assert synthetic.curve_label({"steps": "5"}, "DeltaNet", "parity", 0) == "DeltaNet, parity, seed 0, 5 steps"
 
