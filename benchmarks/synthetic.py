@@ -429,13 +429,18 @@ def plot_table(results: dict, tasks: list[str], labels: list[str], path: Path) -
 SHAPE_OPTIONS = {"d_model": "d_model {}", "n_layers": "{} layers", "n_heads": "{} heads", "qk_activation": "q/k {}"}
 
 
+def option_defaults() -> dict[str, str]:
+    """Every option's default as a record stores it (a string): what a run used for an option its record predates."""
+    return {k: str(v) for k, v in vars(build_parser().parse_args([])).items()}
+
+
 def curve_label(args: dict, model: str, task: str, seed: int) -> str:
     """Legend entry of one run in --plot-curves: model, task, seed, steps, plus every option of ``SHAPE_OPTIONS``
     that is not its default (runs that differ only in one would otherwise share a label)."""
-    defaults = vars(build_parser().parse_args([]))
+    defaults = option_defaults()
     name = f"{model}, {task}, seed {seed}, {args['steps']} steps"
     extras = [form.format(args[key]) for key, form in SHAPE_OPTIONS.items()
-              if str(args.get(key, defaults[key])) != str(defaults[key])]
+              if str(args.get(key, defaults[key])) != defaults[key]]
     return ", ".join([name, *extras])
 
 
@@ -507,7 +512,7 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = PAPER_PAIR) -> 
     - ``paired``: over every task, settings and seed both ran, how often each is higher, and the sign test's p."""
     from _rl import permutation_p, sign_test_p
 
-    defaults = {k: str(v) for k, v in vars(build_parser().parse_args([])).items() if k not in NOT_SETTINGS}
+    defaults = {k: v for k, v in option_defaults().items() if k not in NOT_SETTINGS}
     groups: dict[tuple, dict] = {}
     for json_path in json_paths:
         args, results = _read_record(json_path, "--summarise")
