@@ -239,6 +239,22 @@ def init_normal(model: nn.Module, std: float) -> None:
                 nn.init.zeros_(module.bias)
 
 
+def warmup_steps(text: str) -> int | float:
+    """``--warmup``: a whole number of steps (``2000``), or a share of ``--steps`` (``10%``, returned as 0.1)."""
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+            if not 0 < share <= 1:
+                raise ValueError
+            return share
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a number of steps (e.g. 2000) nor a share of --steps above 0% and at most 100% "
+            "(e.g. 10%)"
+        ) from None
+
+
 def lr_factor(step: int, total: int, warmup: int, final: float = 1e-3) -> float:
     """The ``warmup-cosine`` schedule: linear warm-up over ``warmup`` steps, then cosine annealing from 1 to ``final``
     (a fraction of the peak) at step ``total``."""
@@ -648,7 +664,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate: one-cycle (cosine up over 10%% of the steps, then down), or linear warm-up over "
         "--warmup steps, then cosine down to 1e-3 of --lr (the paper's training script)",
     )
-    parser.add_argument("--warmup", type=int, default=2000, help="warm-up steps of --schedule warmup-cosine")
+    parser.add_argument(
+        "--warmup",
+        type=warmup_steps,
+        default=2000,
+        help="warm-up of --schedule warmup-cosine: a number of steps, or a share of --steps such as 10%% (the paper's "
+        "2,000 of 20,000)",
+    )
     parser.add_argument(
         "--pack",
         action="store_true",
@@ -710,6 +732,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--train-min ({args.train_min}) must be at least 1 and at most --train-max ({args.train_max})")
     if args.sampler != "sequential" and not args.pack:
         parser.error(f"--sampler {args.sampler} draws packed rows: add --pack, or leave --sampler out")
+    if isinstance(args.warmup, float):  # a share of the steps: resolved here, so the JSON keeps the steps it ran
+        args.warmup = max(1, round(args.warmup * args.steps))
     if args.warmup < 1:
         parser.error(f"--warmup ({args.warmup}) must be at least 1 step")
     if args.init_std is not None and not args.init_std > 0:

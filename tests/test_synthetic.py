@@ -252,11 +252,20 @@ def test_paper_recipe_options(capsys):
     assert recipe["args"]["schedule"] == "warmup-cosine" and recipe["args"]["init_std"] == "0.006"
     assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["seconds"] > 0
     assert recipe["results"]["DeltaNet"]["modular"]["runs"][0]["test_by_length"] != plain["test_by_length"]
+    # a share of the steps resolves to whole steps before the run, and the JSON keeps the steps
+    share = synthetic.main(common + ["--init-std", "0.006", "--weight-decay", "0.1", "--schedule", "warmup-cosine",
+                                     "--warmup", "50%"])
+    assert share["args"]["warmup"] == "2"
+    assert (share["results"]["DeltaNet"]["modular"]["runs"][0]["test_by_length"]
+            == recipe["results"]["DeltaNet"]["modular"]["runs"][0]["test_by_length"])
     identity = synthetic.main(common + ["--qk-activation", "identity"])["results"]["DeltaNet"]["modular"]["runs"][0]
     assert identity["test_by_length"] != plain["test_by_length"]
     silu = synthetic.main(common + ["--qk-activation", "silu"])["results"]["DeltaNet"]["modular"]["runs"][0]
     assert silu["test_by_length"] == plain["test_by_length"]  # silu is the default
     for bad, message in ((["--warmup", "0"], "--warmup (0) must be at least 1"),
+                         (["--warmup", "0%"], "nor a share of --steps above 0% and at most 100%"),
+                         (["--warmup", "150%"], "nor a share of --steps above 0% and at most 100%"),
+                         (["--warmup", "ten"], "'ten' is neither a number of steps"),
                          (["--init-std", "0"], "--init-std (0.0) must be > 0"),
                          (["--weight-decay", "-1"], "--weight-decay (-1.0) must be >= 0")):
         with pytest.raises(SystemExit):
