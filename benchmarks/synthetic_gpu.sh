@@ -14,6 +14,7 @@
 # of OUT_DIR (JSON and log of every run, probes included) is also packed into one file, OUT_DIR.tar.gz, beside it:
 # a device that returns only a few files (the lent GPU machines here return 8) gets everything back in it, e.g.
 #   bash benchmarks/synthetic_gpu.sh /tmp/sg 540 && cp /tmp/sg.tar.gz "$OUT"/
+# BUDGET_S may instead be steps=N: no probe, N steps for every run (to match the steps of an earlier call).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: bash benchmarks/synthetic_gpu.sh OUT_DIR BUDGET_S [ROWS] [DEVICE] [SYNTHETIC.PY OPTIONS...]"
@@ -22,7 +23,13 @@ budget="${2:?$usage}"
 rows="${3:-512}"
 device="${4:-cuda}"
 shift $(( $# < 4 ? $# : 4 ))
-[[ "$budget" =~ ^[0-9]+$ ]] || { echo "BUDGET_S must be a whole number of seconds, got '$budget'; $usage"; exit 2; }
+fixed_steps=""
+if [[ "$budget" =~ ^steps=([1-9][0-9]*)$ ]]; then
+    fixed_steps="${BASH_REMATCH[1]}"
+elif ! [[ "$budget" =~ ^[0-9]+$ ]]; then
+    echo "BUDGET_S must be a whole number of seconds or steps=N (N steps, no probe), got '$budget'; $usage"
+    exit 2
+fi
 mkdir -p "$out"
 probe_steps=60
 common=(--tasks modular --seeds 1 --pack --batch "$rows" --lr 1e-3 --test-stride 8 --device "$device" --prefetch "$@")
@@ -44,8 +51,10 @@ launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for
     return $failed
 }
 
-launch "$probe_steps" probe || { echo "probe failed:"; tail -n 5 "$out"/probe_*.log; exit 1; }
-read -r step_s first_s eval_s < <(python3 - "$out" "$probe_steps" <<'PY'
+probe() {  # the six runs for $probe_steps steps side by side; prints the steps that fit what is left of the budget
+    launch "$probe_steps" probe || { echo "probe failed:" >&2; tail -n 5 "$out"/probe_*.log >&2; return 1; }
+    local step_s first_s eval_s left chosen
+    read -r step_s first_s eval_s < <(python3 - "$out" "$probe_steps" <<'PY'
 import json, pathlib, sys
 records = [json.loads(p.read_text()) for p in pathlib.Path(sys.argv[1]).glob("probe_*.json")]
 pairs = [(r, run) for r in records for m in r["results"].values() for t in m.values() for run in t["runs"]]
@@ -54,12 +63,21 @@ first = max(run["first_step_seconds"] for _, run in pairs)
 evaluation = max(r["wall_seconds"] - run["seconds"] for r, run in pairs)
 print(f"{step:.4f} {first:.2f} {evaluation:.2f}")
 PY
-)
-left=$(( budget - ($(date +%s) - start) ))
-steps=$(python3 -c "print(max(500, int(($left - 30 - $first_s - 6 * $eval_s) / $step_s) // 500 * 500))")
+    )
+    left=$(( budget - ($(date +%s) - start) ))
+    chosen=$(python3 -c "print(max(500, int(($left - 30 - $first_s - 6 * $eval_s) / $step_s) // 500 * 500))")
+    echo "probe: $step_s s per step, first step $first_s s, $eval_s s per evaluation with six runs side by side;" \
+        "$left s left -> $chosen steps" >&2
+    echo "$chosen"
+}
+
+if [[ -n "$fixed_steps" ]]; then
+    steps="$fixed_steps"
+    echo "steps=$steps given: no probe"
+else
+    steps=$(probe) || exit 1
+fi
 every=$(( steps / 5 ))
-echo "probe: $step_s s per step, first step $first_s s, $eval_s s per evaluation with six runs side by side;" \
-    "$left s left -> $steps steps"
 launch "$steps" run --eval-every "$every"
 status=$?
 grep -h "^modular" "$out"/run_*.log  # model, seed, train and test accuracy of each run

@@ -337,3 +337,35 @@ def test_summarise_names_a_run_without_accuracies(tmp_path):
     path.write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="run 0 of DeltaNet on modular .* has no train and test accuracy"):
         synthetic.main(["--summarise", str(path)])
+
+
+def test_gpu_script_runs_the_six_runs_for_given_steps_without_a_probe(tmp_path):
+    """synthetic_gpu.sh with steps=N (here on the CPU, tiny): six runs, HQLT sync and DeltaNet x seeds 0-2, each with
+    N steps, five evaluations and the options passed on, and an archive of them all; a bad budget is refused."""
+    import os
+    import subprocess
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    script = ["bash", str(root / "benchmarks" / "synthetic_gpu.sh")]
+    out = tmp_path / "sg"
+    done = subprocess.run([*script, str(out), "steps=5", "4", "cpu", "--d-model", "16", "--test-max", "40",
+                           "--schedule", "warmup-cosine", "--warmup", "20%"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "steps=5 given: no probe" in done.stdout and not list(out.glob("probe_*"))
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("run_*.json"))]
+    runs = {(next(iter(r["results"])), r["args"]["first_seed"]) for r in records}
+    assert runs == {(m, s) for m in ("HQLT synchronous", "DeltaNet") for s in ("0", "1", "2")}
+    for r in records:
+        assert (r["args"]["steps"], r["args"]["eval_every"], r["args"]["warmup"], r["args"]["d_model"]) == (
+            "5", "1", "1", "16")
+        run = next(iter(r["results"].values()))["modular"]["runs"][0]
+        assert [point["step"] for point in run["curve"]] == [1, 2, 3, 4, 5]
+    with tarfile.open(tmp_path / "sg.tar.gz") as archive:
+        assert sum(name.endswith(".json") for name in archive.getnames()) == 6
+    for bad in ("steps=0", "ten", "steps=x"):
+        refused = subprocess.run([*script, str(tmp_path / "x"), bad], env=env, capture_output=True, text=True)
+        assert refused.returncode == 2 and "whole number of seconds or steps=N" in refused.stdout
