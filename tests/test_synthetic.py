@@ -1,7 +1,10 @@
 """The synthetic tasks of benchmarks/synthetic.py: labels are right, and the quick mode runs end to end."""
 
 import json
+import os
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -342,10 +345,6 @@ def test_summarise_names_a_run_without_accuracies(tmp_path):
 def test_gpu_script_runs_the_six_runs_for_given_steps_without_a_probe(tmp_path):
     """synthetic_gpu.sh with steps=N (here on the CPU, tiny): six runs, HQLT sync and DeltaNet x seeds 0-2, each with
     N steps, five evaluations and the options passed on, and an archive of them all; a bad budget is refused."""
-    import os
-    import subprocess
-    import tarfile
-
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1"}
