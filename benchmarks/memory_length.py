@@ -50,6 +50,7 @@ from _rl import (  # noqa: E402
     permutation_p,
     plot_curves,
     run_all,
+    sign_test_p,
     wall_time_line,
 )
 
@@ -409,6 +410,98 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
     return out
 
 
+def _late_mean(record: dict, share: float = 0.25) -> float | None:
+    """Mean of the trailing success curve over the last ``share`` of training: steadier than its last point."""
+    values = [v for v in record["curve_success"][-max(1, round(len(record["curve_success"]) * share)) :] if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def load_conditions(pairs: list[str], distractor: int) -> list[tuple[str, dict]]:
+    """``LABEL=FOLDER`` arguments -> ``[(label, {agent: [records over seeds]})]``: each folder's Visual Match runs at
+    this distractor length (a folder written by one call of this script with ``--out``)."""
+    from _rl import load_results
+
+    out = []
+    for pair in pairs:
+        label, sep, folder = pair.partition("=")
+        if not sep or not label or not folder:
+            raise SystemExit(f"--compare: expected LABEL=FOLDER (e.g. 'no apples=benchmarks/results/x'), got {pair!r}")
+        path = Path(folder) / "memory_length.json"
+        if not path.is_file():
+            raise SystemExit(f"--compare {label!r}: no results file {path}; run the sweep with --out {folder} first")
+        task = f"visualmatch-D{distractor}"
+        records = {k: r for k, r in load_results(path).items() if r["spec"]["task"] == task}
+        if not records:
+            raise SystemExit(f"--compare {label!r}: {path} has no {task} runs; is --distractor {distractor} right?")
+        out.append((label, {agent: recs for (_, agent), recs in sorted(_by_agent(records).items())}))
+    return out
+
+
+def compare_table(conditions: list[tuple[str, dict]], distractor: int) -> str:
+    """Visual Match settings side by side (the same agents and seeds, one folder each): per agent and setting the
+    success at the budget, and each later setting against the first, seed by seed (same agent, same seed)."""
+    agents = [a for a in AGENT_LABELS if any(a in by_agent for _, by_agent in conditions)]
+    lines = [
+        f"**Passive Visual Match, distractor {distractor} steps: settings compared** (chance 1/3)",
+        "",
+        "| agent | setting | train success | greedy success | mean over the last quarter | reached 0.9 | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for agent in agents:
+        for label, by_agent in conditions:
+            recs = by_agent.get(agent, [])
+            if not recs:
+                continue
+            lines.append(
+                f"| {AGENT_LABELS[agent]} | {label} | {fmt_pm([r['final_train_success'] for r in recs])} | "
+                f"{fmt_pm([_value(r, 'eval') for r in recs])} | {fmt_pm([_late_mean(r) for r in recs])} | "
+                f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
+            )
+    first_label, first = conditions[0]
+    for label, by_agent in conditions[1:]:
+        lines += ["", f"*{label}* against *{first_label}*, same agent and seed (train success at the budget):", ""]
+        wins = losses = 0
+        for agent in agents:
+            a = {r["spec"]["seed"]: r["final_train_success"] for r in by_agent.get(agent, [])}
+            b = {r["spec"]["seed"]: r["final_train_success"] for r in first.get(agent, [])}
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            wins += sum(a[s] > b[s] for s in seeds)
+            losses += sum(a[s] < b[s] for s in seeds)
+            pairs = ", ".join(f"{s}: {a[s]:.2f} vs {b[s]:.2f}" for s in seeds)
+            test = ""
+            if len(seeds) >= 2:
+                p = permutation_p([a[s] for s in seeds], [b[s] for s in seeds], alternative="two-sided")
+                test = f"; two-sided permutation test over seeds p = {p:.3f}"
+            lines.append(f"- {AGENT_LABELS[agent]}: {pairs}{test}")
+        lines.append(
+            f"- all agents: higher in {wins} pairs, lower in {losses} (two-sided sign test p = "
+            f"{sign_test_p(wins, losses):.3f})"
+        )
+    return "\n".join(lines)
+
+
+def plot_conditions(conditions: list[tuple[str, dict]], distractor: int, path: Path) -> None:
+    """One panel per agent, one curve (mean, min-max band over seeds) per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agents = [a for a in AGENT_LABELS if any(a in by_agent for _, by_agent in conditions)]
+    fig, axes = plt.subplots(1, len(agents), figsize=(4.2 * len(agents), 3.8), squeeze=False, sharey=True)
+    for ax, agent in zip(axes[0], agents):
+        groups = {label: by_agent[agent] for label, by_agent in conditions if agent in by_agent}
+        plot_curves(groups, AGENT_LABELS[agent], path, ax=ax, chance=1 / 3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Passive Visual Match, distractor {distractor} steps: settings compared", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="minutes: L = 16 T-Maze and a short Visual Match, 1 seed")
@@ -439,7 +532,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
     p.add_argument("--force", action="store_true", help="rerun runs already in the results file")
     p.add_argument("--report-only", action="store_true", help="only rebuild tables and figures from the results file")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="LABEL=FOLDER",
+        default=None,
+        help="compare Visual Match settings run into separate --out folders (the first is the reference), at "
+        "--distractor; writes visualmatch_conditions.md / .png into --out; runs nothing",
+    )
     args = p.parse_args(argv)
+
+    if args.compare:
+        if args.distractor is None or args.out is None:
+            raise SystemExit("--compare needs --distractor (the runs' distractor length) and --out (where to write)")
+        conditions = load_conditions(args.compare, args.distractor)
+        text = compare_table(conditions, args.distractor)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "visualmatch_conditions.md").write_text(text + "\n")
+        print(text)
+        plot_conditions(conditions, args.distractor, args.out / "visualmatch_conditions.png")
+        print(f"wrote {args.out / 'visualmatch_conditions.png'}")
+        return
 
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]

@@ -112,6 +112,43 @@ def test_visual_match_report_lists_seeds_and_compares_hqlt_with_deltanet() -> No
     assert "permutation" not in tables(alone, [], 30)
 
 
+def test_visual_match_settings_compared_seed_by_seed(tmp_path: Path) -> None:
+    from memory_length import main, visual_match_specs
+
+    def write(folder: Path, n_apples: int | None, success: dict[str, list[float]]) -> None:
+        records = {}
+        for spec in visual_match_specs(10, list(success), [0, 1, 2], quick=True, n_apples=n_apples):
+            value = success[spec.agent][spec.seed]
+            records[spec.key] = {
+                "key": spec.key, "spec": {"task": spec.task, "agent": spec.agent, "seed": spec.seed,
+                                          "env_kwargs": spec.env_kwargs, "variant": spec.variant},
+                "final_train_success": value, "steps_to_success": 5000 if value >= 0.9 else None,
+                "eval": {"success": value}, "train_seconds": 1.0,
+                "curve_steps": [1000, 2000, 3000, 4000], "curve_success": [None, 0.3, 0.5, value],
+            }
+        _rl.save_results(folder / "memory_length.json", records, meta={})
+
+    write(tmp_path / "a", None, {"hqlt": [0.2, 0.3, 0.4], "deltanet": [0.3, 0.3, 0.3]})
+    write(tmp_path / "b", 0, {"hqlt": [0.9, 0.8, 0.7], "deltanet": [0.3, 0.2, 0.6]})
+    out = tmp_path / "out"
+    main(["--compare", f"apples={tmp_path / 'a'}", f"no apples={tmp_path / 'b'}", "--distractor", "10", "--out", str(out)])
+    text = (out / "visualmatch_conditions.md").read_text()
+    assert "| HQLT (sync) | apples | 0.30 ± 0.08 | 0.30 ± 0.08 | 0.30 ± 0.08 | - (0/3) | 3 |" in text
+    assert "| HQLT (sync) | no apples | 0.80 ± 0.08 | 0.80 ± 0.08 | 0.80 ± 0.08 | 5k (1/3) | 3 |" in text
+    assert "- HQLT (sync): 0: 0.90 vs 0.20, 1: 0.80 vs 0.30, 2: 0.70 vs 0.40; two-sided permutation test over seeds " \
+        "p = 0.100" in text
+    assert "- DeltaNet: 0: 0.30 vs 0.30, 1: 0.20 vs 0.30, 2: 0.60 vs 0.30;" in text
+    assert "- all agents: higher in 4 pairs, lower in 1 (two-sided sign test p = 0.375)" in text
+    assert (out / "visualmatch_conditions.png").stat().st_size > 0
+    # a wrong distractor length or a folder with no runs is an error that names the fix
+    with pytest.raises(SystemExit, match="is --distractor 30 right"):
+        main(["--compare", f"apples={tmp_path / 'a'}", "--distractor", "30", "--out", str(out)])
+    with pytest.raises(SystemExit, match="run the sweep with --out"):
+        main(["--compare", f"x={tmp_path / 'missing'}", "--distractor", "10", "--out", str(out)])
+    with pytest.raises(SystemExit, match="LABEL=FOLDER"):
+        main(["--compare", str(tmp_path / "a"), "--distractor", "10", "--out", str(out)])
+
+
 def test_steps_to_success_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="same length"):
         _rl.steps_to_success([1, 2], [1], window=1)
