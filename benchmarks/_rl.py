@@ -509,8 +509,9 @@ def plot_curves(
             colour = AGENT_COLOURS.get(base)
             style = variant_styles.setdefault(variant, VARIANT_STYLES[len(variant_styles) % len(VARIANT_STYLES)]) \
                 if variant else "-"
-            ax.plot(x, np.nanmean(ys, axis=0), color=colour, ls=style, label=f"{label} (n={len(recs)})")
-            ax.fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=colour, alpha=0.2)
+            (line,) = ax.plot(x, np.nanmean(ys, axis=0), color=colour, ls=style, label=f"{label} (n={len(recs)})")
+            # the band in its line's colour (a label that is no agent's gets the next colour of the cycle)
+            ax.fill_between(x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=line.get_color(), alpha=0.2)
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", lw=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
