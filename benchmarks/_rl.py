@@ -73,6 +73,8 @@ class RunSpec:
     memory_kwargs: dict[str, Any] = field(default_factory=dict)
     """MemoryConfig fields; for rppo only ``d_model`` (LSTM hidden size) and ``n_layers`` are used."""
     net_arch: list[int] = field(default_factory=lambda: [64])
+    policy: dict[str, Any] = field(default_factory=dict)
+    """More policy kwargs for our MemoryPPO agents (e.g. ``critic_memory``); unused for rppo."""
     variant: str = ""
     """Free label that distinguishes runs of the same agent on the same task (e.g. ``carry`` / ``reset``)."""
     eval_episodes: int = 100
@@ -221,6 +223,7 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
     from agents import MemoryPPO
 
     policy_kwargs = dict(memory=spec.agent, memory_kwargs=dict(spec.memory_kwargs), net_arch=list(spec.net_arch), **extractor)
+    policy_kwargs.update(spec.policy)
     policy_kwargs.update(policy_extra or {})
     return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **ppo)
 

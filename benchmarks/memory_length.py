@@ -62,6 +62,8 @@ FULL_AGENTS = ("hqlt", "kv", "deltanet", "lstm", "rppo")
 # Visual Match rewards scaled by 1/100 (final 1, apples 0.01): the same task (every return scaled alike), but value
 # targets of order 1, so the critic's loss does not swamp the policy's share of the clipped gradient of the shared trunk.
 VM_ENV_KWARGS = {"final_reward": 1.0, "apple_reward": 0.01}
+# --separate-critic: the critic gets its own features extractor and memory (nothing of the actor's trunk is shared).
+SEPARATE_CRITIC = {"critic_memory": True, "share_features_extractor": False}
 
 
 def tmaze_budget(length: int, quick: bool) -> int:
@@ -170,10 +172,13 @@ def visual_match_specs(
     n_apples: int | None = None,
     apple_reward: float | None = None,
     mixer_bias: float = 0.0,
+    separate_critic: bool = False,
 ) -> list[RunSpec]:
     """Visual Match runs; ``n_apples`` / ``apple_reward`` change the distractor room (an ablation: the variant label
     names the change, e.g. ``apples0``). A nonzero ``mixer_bias`` starts HQLT's blend leaning on the fast weights, as
-    in the T-Maze runs (its HQLT runs get ``mixbias<b>`` too)."""
+    in the T-Maze runs (its HQLT runs get ``mixbias<b>`` too). ``separate_critic`` gives our agents' critic its own
+    features extractor and memory (``critic_memory=True, share_features_extractor=False``; variant ``critic``), so
+    that the value loss no longer trains the actor's trunk; RecurrentPPO has its own critic LSTM by default."""
     seq_len = vm_seq_len(distractor)
     env_kwargs = VM_ENV_KWARGS | {"distractor_length": distractor}
     variant = []
@@ -205,7 +210,12 @@ def visual_match_specs(
             ppo=ppo,
             memory_kwargs=memory_kwargs(agent, mixer_bias),
             net_arch=[64],
-            variant="-".join(variant + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])),
+            policy=dict(SEPARATE_CRITIC) if separate_critic and agent != "rppo" else {},
+            variant="-".join(
+                variant
+                + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])
+                + (["critic"] if separate_critic and agent != "rppo" else [])
+            ),
             eval_episodes=10 if quick else 100,
         )
         for agent in agents
@@ -527,6 +537,11 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="start HQLT's mixer leaning on the fast weights by this gate bias (a variant; T-Maze and Visual Match)",
     )
+    p.add_argument(
+        "--separate-critic",
+        action="store_true",
+        help="Visual Match: give our agents' critic its own features extractor and memory (a variant)",
+    )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
@@ -572,7 +587,15 @@ def main(argv: list[str] | None = None) -> None:
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
         specs += visual_match_specs(
-            distractor, vm_agents, seeds, quick, args.vm_budget, args.n_apples, args.apple_reward, args.mixer_bias
+            distractor,
+            vm_agents,
+            seeds,
+            quick,
+            args.vm_budget,
+            args.n_apples,
+            args.apple_reward,
+            args.mixer_bias,
+            args.separate_critic,
         )
     if args.report_only:
         from _rl import load_results

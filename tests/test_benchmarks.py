@@ -335,6 +335,30 @@ def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
     assert no_apples.key == "visualmatch-D30/hqlt-apples0-mixbias2/seed1"
 
 
+def test_separate_critic_variant_builds_a_critic_with_nothing_shared() -> None:
+    """--separate-critic: our agents' runs get their own key and a critic with its own extractor and memory, whose
+    parameters are disjoint from the actor's; RecurrentPPO (its own critic LSTM already) is left as it is."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers hqlt/*)
+    from memory_length import visual_match_specs
+    from stable_baselines3.common.env_util import make_vec_env
+
+    plain = {s.agent: s for s in visual_match_specs(10, ["hqlt", "rppo"], [2], quick=True, apple_reward=0.0)}
+    split = {s.agent: s for s in visual_match_specs(10, ["hqlt", "rppo"], [2], quick=True, apple_reward=0.0,
+                                                     separate_critic=True)}
+    assert split["hqlt"].key == "visualmatch-D10/hqlt-applereward0-critic/seed2"
+    assert split["rppo"] == plain["rppo"] and plain["hqlt"].policy == {}
+    env = make_vec_env(lambda: gym.make(split["hqlt"].env_id, **split["hqlt"].env_kwargs), n_envs=2)
+    policy = _rl.build_model(split["hqlt"], env).policy
+    assert policy.critic_memory and not policy.share_features_extractor
+    actor = {id(p) for m in (policy.pi_features_extractor, policy.memory) for p in m.parameters()}
+    critic = {id(p) for m in (policy.vf_features_extractor, policy.vf_memory) for p in m.parameters()}
+    assert actor and critic and not actor & critic
+    shared = _rl.build_model(plain["hqlt"], env).policy
+    assert shared.vf_memory is None and shared.pi_features_extractor is shared.vf_features_extractor
+
+
 @pytest.mark.slow
 def test_cue_signal_quick_mode_writes_table(tmp_path: Path) -> None:
     import cue_signal
