@@ -339,10 +339,10 @@ def test_separate_critic_variant_builds_a_critic_with_nothing_shared() -> None:
     """--separate-critic: our agents' runs get their own key and a critic with its own extractor and memory, whose
     parameters are disjoint from the actor's; RecurrentPPO (its own critic LSTM already) is left as it is."""
     import gymnasium as gym
-
-    import envs  # noqa: F401  (registers hqlt/*)
     from memory_length import visual_match_specs
     from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers hqlt/*)
 
     plain = {s.agent: s for s in visual_match_specs(10, ["hqlt", "rppo"], [2], quick=True, apple_reward=0.0)}
     split = {s.agent: s for s in visual_match_specs(10, ["hqlt", "rppo"], [2], quick=True, apple_reward=0.0,
