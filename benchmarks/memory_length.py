@@ -47,6 +47,7 @@ from _rl import (  # noqa: E402
     fmt_steps,
     group,
     kv_reach,
+    load_results,
     permutation_p,
     plot_curves,
     run_all,
@@ -429,8 +430,6 @@ def _late_mean(record: dict, share: float = 0.25) -> float | None:
 def load_conditions(pairs: list[str], distractor: int) -> list[tuple[str, dict]]:
     """``LABEL=FOLDER`` arguments -> ``[(label, {agent: [records over seeds]})]``: each folder's Visual Match runs at
     this distractor length (a folder written by one call of this script with ``--out``)."""
-    from _rl import load_results
-
     out = []
     for pair in pairs:
         label, sep, folder = pair.partition("=")
@@ -598,8 +597,6 @@ def main(argv: list[str] | None = None) -> None:
             args.separate_critic,
         )
     if args.report_only:
-        from _rl import load_results
-
         all_records = load_results(results)
         records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
     else:
