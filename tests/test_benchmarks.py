@@ -173,6 +173,15 @@ def test_kv_reach_and_formatting() -> None:
     assert _rl.fmt_pm([1.0, 0.0]) == "0.50 ± 0.50"
 
 
+def test_machine_info_names_the_cpu_and_its_kernel_level() -> None:
+    import torch
+
+    info = _rl.machine_info()
+    assert info["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
+    assert isinstance(info["cpu"], str) and info["cpu"]
+    assert info["torch"] == torch.__version__
+
+
 def test_run_spec_validates_agent() -> None:
     with pytest.raises(ValueError, match="agent"):
         _rl.RunSpec(task="t", env_id="x", agent="transformer", seed=0, total_timesteps=10)
@@ -230,6 +239,7 @@ def test_quick_mode_runs_and_writes_results(script: str, tmp_path: Path) -> None
         assert run["episodes"] > 0
         assert 0.0 <= run["final_train_success"] <= 1.0
         assert len(run["curve_success"]) == 100
+        assert run["machine"]["cpu_kernels"] and run["machine"]["cpu"]  # where it ran: a seed repeats only there
     assert list(tmp_path.glob("*.png")), "no figure written"
     assert list(tmp_path.glob("*.md")), "no table written"
 
