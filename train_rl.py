@@ -49,6 +49,7 @@ from agents.runs import (
     list_checkpoints,
     load_model,
     load_pickle,
+    machine_info,
     make_vec_env,
     register_envs,
     restore_rng_state,
@@ -376,7 +377,15 @@ def _write_status(run_dir: Path, status: str, model: Any, cfg: TrainConfig, wall
     path = run_dir / "run.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     segments = previous.get("segments", [])
-    segments.append({"status": status, "end_timesteps": int(model.num_timesteps), "wall_seconds": wall})
+    segments.append(
+        {
+            "status": status,
+            "end_timesteps": int(model.num_timesteps),
+            "wall_seconds": wall,
+            "device": str(model.device),
+            "machine": machine_info(),
+        }
+    )
     write_json(
         {
             "status": status,

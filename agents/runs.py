@@ -11,7 +11,8 @@ Layout of a run directory::
       checkpoints/step_<N>.vecnormalize.pkl   VecNormalize statistics (only with normalize_reward)
       logs/                           TensorBoard event files and progress*.csv (SB3 keys, success rate, memory/*)
       evaluations.npz / .json         evaluations during training: timesteps, returns, lengths, successes
-      run.json                        status (running / finished / interrupted), steps, wall time, last evaluation
+      run.json                        status (running / finished / interrupted), steps, wall time, last evaluation,
+                                      and per segment its device and machine (CPU model, torch kernel level)
 """
 
 from __future__ import annotations
@@ -172,6 +173,31 @@ def save_pickle(obj: Any, path: Path) -> None:
 def load_pickle(path: Path) -> Any:
     with open(path, "rb") as fh:
         return pickle.load(fh)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run ran: CPU model (Linux: ``/proc/cpuinfo``), the vector instruction set torch's CPU kernels dispatch to
+    (``cpu_kernels``, e.g. AVX2 or AVX512), core count, Python and torch versions, CUDA device if any. Float rounding
+    differs between CPU kinds and kernel levels, so a seed repeats a run bit for bit only where these agree."""
+    import os
+    import platform
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def write_json(obj: Any, path: Path) -> None:

@@ -356,35 +356,12 @@ def save_results(path: Path, records: dict[str, dict[str, Any]], meta: dict[str,
     tmp.replace(path)
 
 
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (Linux), else what ``platform`` knows."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
-    """Where a run ran. ``cpu_kernels`` is the vector instruction set torch's CPU kernels dispatch to (e.g. AVX2,
-    AVX512): float rounding differs between them, so a seed repeats a run exactly only on the same CPU model and
-    kernel level (a run on another diverges after some updates, as PPO amplifies the last bits)."""
-    import platform
+    """Where a run ran (``agents.runs.machine_info``: CPU model, torch's kernel level, versions), with our one torch
+    thread per run: a seed repeats a run bit for bit only where these agree."""
+    from agents.runs import machine_info as _machine
 
-    import torch
-
-    return {
-        "cpu": cpu_model(),
-        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads_per_run": 1,
-    }
+    return {**_machine(), "torch_threads_per_run": 1}
 
 
 def run_all(

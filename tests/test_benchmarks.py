@@ -179,7 +179,7 @@ def test_machine_info_names_the_cpu_and_its_kernel_level() -> None:
     info = _rl.machine_info()
     assert info["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(info["cpu"], str) and info["cpu"]
-    assert info["torch"] == torch.__version__
+    assert info["torch"] == torch.__version__ and info["torch_threads_per_run"] == 1
 
 
 def test_run_spec_validates_agent() -> None:

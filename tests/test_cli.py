@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import evaluate
@@ -181,6 +182,10 @@ def test_run_directory_holds_everything(trained_run):
     status = json.loads((run_dir / "run.json").read_text())
     assert status["status"] == "finished" and status["num_timesteps"] == 512
     assert [s["end_timesteps"] for s in status["segments"]] == [256, 512]
+    # each segment says where it ran (a seed repeats a run bit for bit only on the same CPU kind and kernel level)
+    for segment in status["segments"]:
+        assert segment["device"] == "cpu"
+        assert segment["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
     cfg = load_config(run_dir / "config.yaml")
     assert cfg.total_timesteps == 512 and cfg.memory.window == 4 and cfg.env.kwargs == {"memory_length": 5, "time_limit": 10}
 
