@@ -21,7 +21,9 @@ import difflib
 import json
 import math
 import multiprocessing
+import os
 import pickle
+import platform
 import random
 import re
 import signal
@@ -179,9 +181,6 @@ def machine_info() -> dict[str, Any]:
     """Where a run ran: CPU model (Linux: ``/proc/cpuinfo``), the vector instruction set torch's CPU kernels dispatch to
     (``cpu_kernels``, e.g. AVX2 or AVX512), core count, Python and torch versions, CUDA device if any. Float rounding
     differs between CPU kinds and kernel levels, so a seed repeats a run bit for bit only where these agree."""
-    import os
-    import platform
-
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
