@@ -85,11 +85,19 @@ def tmaze_gamma(length: int) -> float:
     return max(0.99, 1.0 - 1.0 / (4 * length))
 
 
-def memory_kwargs(agent: str, mixer_bias: float = 0.0) -> dict:
+def memory_kwargs(agent: str, mixer_bias: float = 0.0, kv_window: int | None = None) -> dict:
+    """MemoryConfig fields of one agent. ``kv_window`` replaces the KV-only agent's window S (e.g. one that holds a
+    whole episode: a full-context Transformer as the reference); the other agents keep S = WINDOW."""
     # LSTM baselines use one recurrent layer (the usual choice); attention / fast-weight stacks use N_LAYERS blocks.
     layers = 1 if agent in ("lstm", "gru", "rppo") else N_LAYERS
     extra = {"mixer_bias": mixer_bias} if mixer_bias and agent == "hqlt" else {}
-    return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=WINDOW, **extra)
+    window = kv_window if kv_window is not None and agent == "kv" else WINDOW
+    return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=window, **extra)
+
+
+def check_kv_window(kv_window: int | None) -> None:
+    if kv_window is not None and kv_window <= 0:
+        raise SystemExit(f"--kv-window must be a positive number of steps, got {kv_window}; leave it out for S = {WINDOW}")
 
 
 def tmaze_specs(
@@ -102,11 +110,13 @@ def tmaze_specs(
     budget_scale: float = 1.0,
     dual_clip: float | None = None,
     mixer_bias: float = 0.0,
+    kv_window: int | None = None,
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
     ``lr<lr>`` and kept apart from the main table (the main sweep ignores them). A nonzero ``mixer_bias`` starts
-    HQLT's blend leaning on the fast weights (``MemoryConfig.mixer_bias``); its HQLT runs get ``mixbias<b>`` too."""
+    HQLT's blend leaning on the fast weights (``MemoryConfig.mixer_bias``); its HQLT runs get ``mixbias<b>`` too.
+    ``kv_window`` sets the KV-only agent's window (its runs get ``window<S>``)."""
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -135,6 +145,8 @@ def tmaze_specs(
             agent_variant = variant
             if mixer_bias and agent == "hqlt":
                 agent_variant = "-".join(filter(None, (variant, f"mixbias{mixer_bias:g}")))
+            if kv_window is not None and agent == "kv":
+                agent_variant = "-".join(filter(None, (variant, f"window{kv_window}")))
             for seed in seeds:
                 specs.append(
                     RunSpec(
@@ -146,7 +158,7 @@ def tmaze_specs(
                         total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
                         n_envs=8,
                         ppo=ppo,
-                        memory_kwargs=memory_kwargs(agent, mixer_bias),
+                        memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window),
                         net_arch=[32],
                         variant=agent_variant,
                         eval_episodes=20 if quick else 100,
@@ -174,12 +186,16 @@ def visual_match_specs(
     apple_reward: float | None = None,
     mixer_bias: float = 0.0,
     separate_critic: bool = False,
+    kv_window: int | None = None,
 ) -> list[RunSpec]:
     """Visual Match runs; ``n_apples`` / ``apple_reward`` change the distractor room (an ablation: the variant label
     names the change, e.g. ``apples0``). A nonzero ``mixer_bias`` starts HQLT's blend leaning on the fast weights, as
     in the T-Maze runs (its HQLT runs get ``mixbias<b>`` too). ``separate_critic`` gives our agents' critic its own
     features extractor and memory (``critic_memory=True, share_features_extractor=False``; variant ``critic``), so
-    that the value loss no longer trains the actor's trunk; RecurrentPPO has its own critic LSTM by default."""
+    that the value loss no longer trains the actor's trunk; RecurrentPPO has its own critic LSTM by default.
+    ``kv_window`` sets the KV-only agent's window (variant ``window<S>``): with S at least the longest episode (15 + the
+    distractor + 20 steps) every layer attends to the whole episode, a full-context Transformer, the reference the
+    paper's hybrid is measured against."""
     seq_len = vm_seq_len(distractor)
     env_kwargs = VM_ENV_KWARGS | {"distractor_length": distractor}
     variant = []
@@ -209,13 +225,14 @@ def visual_match_specs(
             total_timesteps=budget or (8_192 if quick else 1_000_000),
             n_envs=8,
             ppo=ppo,
-            memory_kwargs=memory_kwargs(agent, mixer_bias),
+            memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window),
             net_arch=[64],
             policy=dict(SEPARATE_CRITIC) if separate_critic and agent != "rppo" else {},
             variant="-".join(
                 variant
                 + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])
                 + (["critic"] if separate_critic and agent != "rppo" else [])
+                + ([f"window{kv_window}"] if kv_window is not None and agent == "kv" else [])
             ),
             eval_episodes=10 if quick else 100,
         )
@@ -290,9 +307,14 @@ def _vm_comparison(hqlt: list[dict], deltanet: list[dict]) -> list[str]:
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
     groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
-    reach = kv_reach(N_LAYERS, WINDOW)
+    # The KV-only agent's window as run (``--kv-window`` changes it; one window per call of this script).
+    kv_windows = sorted(
+        {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for (_, a), rs in groups.items() if a == "kv" for r in rs}
+    )
+    window = kv_windows[0] if len(kv_windows) == 1 else WINDOW
+    reach = kv_reach(N_LAYERS, window)
     lines = [
-        f"KV window S = {WINDOW}, {N_LAYERS} layers: KV-only reach = {N_LAYERS} x ({WINDOW} - 1) = {reach} steps. "
+        f"KV window S = {window}, {N_LAYERS} layers: KV-only reach = {N_LAYERS} x ({window} - 1) = {reach} steps. "
         "Cells: mean ± std over seeds.",
         "",
     ]
@@ -541,6 +563,13 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="Visual Match: give our agents' critic its own features extractor and memory (a variant)",
     )
+    p.add_argument(
+        "--kv-window",
+        type=int,
+        default=None,
+        help=f"the KV-only agent's window S (default {WINDOW}; one at least the episode long is a full-context "
+        "Transformer; a variant, T-Maze and Visual Match)",
+    )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
@@ -568,6 +597,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out / 'visualmatch_conditions.png'}")
         return
 
+    check_kv_window(args.kv_window)
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]
     lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))
@@ -581,7 +611,16 @@ def main(argv: list[str] | None = None) -> None:
     specs: list[RunSpec] = []
     if "tmaze" in tasks:
         specs += tmaze_specs(
-            lengths, agents, seeds, quick, args.lr, args.target_kl, args.budget_scale, args.dual_clip, args.mixer_bias
+            lengths,
+            agents,
+            seeds,
+            quick,
+            args.lr,
+            args.target_kl,
+            args.budget_scale,
+            args.dual_clip,
+            args.mixer_bias,
+            args.kv_window,
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
@@ -595,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
             args.apple_reward,
             args.mixer_bias,
             args.separate_critic,
+            args.kv_window,
         )
     if args.report_only:
         all_records = load_results(results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -343,6 +344,32 @@ def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
     assert leaned["kv"] == plain["kv"]
     no_apples = visual_match_specs(30, ["hqlt"], [1], quick=True, n_apples=0, mixer_bias=2.0)[0]
     assert no_apples.key == "visualmatch-D30/hqlt-apples0-mixbias2/seed1"
+
+
+def test_kv_window_variant_is_a_full_context_reference() -> None:
+    """--kv-window changes the KV-only agent's runs only (their own key, the report's reach line), and a window that
+    holds the whole episode passes the cue to the recall room at distractor 30, where S = 16 passes exactly nothing."""
+    import cue_signal
+    import memory_length
+    from memory_length import tables, visual_match_specs
+
+    plain = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv"], [0], quick=True)}
+    full = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv"], [0], quick=True, kv_window=128)}
+    assert full["kv"].key == "visualmatch-D30/kv-window128/seed0" and full["kv"].memory_kwargs["window"] == 128
+    assert full["hqlt"] == plain["hqlt"] and plain["kv"].memory_kwargs["window"] == memory_length.WINDOW
+    tm = {s.agent: s for s in memory_length.tmaze_specs([64], ["kv", "deltanet"], [0], quick=True, kv_window=64)}
+    assert tm["kv"].key == "tmaze-L64/kv-window64/seed0" and "window64" not in tm["deltanet"].key
+    record = {"key": full["kv"].key, "spec": dataclasses.asdict(full["kv"]), "final_train_success": 0.5,
+              "steps_to_success": None, "eval": {"success": 0.5}, "train_seconds": 1.0}
+    assert "KV window S = 128, 2 layers: KV-only reach = 2 x (128 - 1) = 254 steps" in tables({"k": record}, [], 30)
+    with pytest.raises(SystemExit, match="--kv-window must be a positive"):
+        memory_length.check_kv_window(0)
+
+    def signal(spec) -> float:
+        return cue_signal.cue_signal(cue_signal.untrained_policy(spec), spec.env_kwargs, n_episodes=4)["retention"]
+
+    assert signal(plain["kv"]) == 0.0
+    assert signal(full["kv"]) > 0.05
 
 
 def test_separate_critic_variant_builds_a_critic_with_nothing_shared() -> None:
