@@ -265,6 +265,14 @@ def _by_agent(records: dict) -> dict:
     return out
 
 
+def agent_label(agent: str, records: list[dict]) -> str:
+    """Display label of an agent's runs; a KV-only agent run with another window than S = WINDOW says which
+    (``KV-only [S = 128]``: in the figures its colour with a dash pattern)."""
+    windows = {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for r in records} if agent == "kv" else set()
+    other = sorted(w for w in windows if w != WINDOW)
+    return AGENT_LABELS[agent] + (f" [S = {', '.join(map(str, other))}]" if other else "")
+
+
 def _value(record: dict, key: str) -> float | None:
     if key == "eval":
         return record.get("eval", {}).get("success")
@@ -350,7 +358,8 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
                     continue
                 vals = [_value(r, key) for r in recs]
                 cells.append(fmt(vals))
-            lines.append(f"| {AGENT_LABELS[agent]} | " + " | ".join(cells) + " |")
+            label = agent_label(agent, [r for t in tm for r in groups.get((t, agent), [])])
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     budgets = sorted({(r["spec"]["task"], r["spec"]["total_timesteps"]) for r in records.values()}, key=lambda tb: tb[1])
     lines.append("Budgets (env steps per run): " + ", ".join(f"{t}: {b:,}" for t, b in budgets))
@@ -362,7 +371,7 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
             recs = groups.get((vm, agent), [])
             if recs:
                 lines.append(
-                    f"| {AGENT_LABELS[agent]} | {fmt_pm([r['final_train_success'] for r in recs])} | "
+                    f"| {agent_label(agent, recs)} | {fmt_pm([r['final_train_success'] for r in recs])} | "
                     f"{fmt_pm([r.get('eval', {}).get('success') for r in recs])} | "
                     f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
                 )
@@ -374,7 +383,7 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
                     f"{r['spec']['seed']}: {r['final_train_success']:.2f} / {_fmt_opt(r.get('eval', {}).get('success'))}"
                     for r in recs
                 ]
-                lines.append(f"- {AGENT_LABELS[agent]}: " + ", ".join(cells))
+                lines.append(f"- {agent_label(agent, recs)}: " + ", ".join(cells))
         lines += _vm_comparison(groups.get((vm, "hqlt"), []), groups.get((vm, "deltanet"), []))
     lines += ["", wall_time_line(records, " (1 torch thread each)")]
     return "\n".join(lines)
@@ -392,7 +401,7 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
     if tm:
         fig, axes = plt.subplots(1, len(tm), figsize=(4.2 * len(tm), 3.6), squeeze=False)
         for ax, n in zip(axes[0], tm):
-            sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == f"tmaze-L{n}"}
+            sub = {agent_label(a, recs): recs for (t, a), recs in sorted(groups.items()) if t == f"tmaze-L{n}"}
             reach = "inside" if n <= kv_reach(N_LAYERS, WINDOW) else "beyond"
             plot_curves(sub, f"Passive T-Maze L = {n} ({reach} KV reach)", Path(), ax=ax, chance=0.5)
         axes[0][-1].legend(fontsize=7, loc="lower right")
@@ -435,7 +444,7 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
         plt.close(fig)
         out.append(path)
     vm = f"visualmatch-D{distractor}"
-    sub = {AGENT_LABELS[a]: recs for (t, a), recs in sorted(groups.items()) if t == vm}
+    sub = {agent_label(a, recs): recs for (t, a), recs in sorted(groups.items()) if t == vm}
     if sub:
         path = img_dir / "memory_length_visualmatch_curves.png"
         plot_curves(sub, _vm_title(records, distractor), path, chance=1 / 3)

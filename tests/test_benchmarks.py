@@ -361,7 +361,9 @@ def test_kv_window_variant_is_a_full_context_reference() -> None:
     assert tm["kv"].key == "tmaze-L64/kv-window64/seed0" and "window64" not in tm["deltanet"].key
     record = {"key": full["kv"].key, "spec": dataclasses.asdict(full["kv"]), "final_train_success": 0.5,
               "steps_to_success": None, "eval": {"success": 0.5}, "train_seconds": 1.0}
-    assert "KV window S = 128, 2 layers: KV-only reach = 2 x (128 - 1) = 254 steps" in tables({"k": record}, [], 30)
+    text = tables({"k": record}, [], 30)
+    assert "KV window S = 128, 2 layers: KV-only reach = 2 x (128 - 1) = 254 steps" in text
+    assert "| KV-only [S = 128] | 0.50 ± 0.00 |" in text and "- KV-only [S = 128]: 0: 0.50 / 0.50" in text
     with pytest.raises(SystemExit, match="--kv-window must be a positive"):
         memory_length.check_kv_window(0)
 
