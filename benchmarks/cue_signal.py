@@ -110,8 +110,12 @@ def untrained_policy(spec: Any) -> Any:
         env.close()
 
 
-def measure(agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int) -> dict[str, float]:
-    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples)[0]
+def measure(
+    agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int, kv_window: int | None = None
+) -> dict[str, float]:
+    """Retention and signal / spread of one untrained agent of ``memory_length.py``'s Visual Match runs
+    (``kv_window``: the KV-only agent's window, as ``memory_length.py --kv-window``)."""
+    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples, kv_window=kv_window)[0]
     return cue_signal(untrained_policy(spec), spec.env_kwargs, n_episodes)
 
 
@@ -156,14 +160,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--apples", nargs="+", type=int, default=None, help="apples in the distractor room (full: 10 0)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="model initialisations (full: 0 1 2)")
     p.add_argument("--episodes", type=int, default=None, help="episode pairs per measurement (full: 32)")
-    p.add_argument("--tmaze", nargs="+", type=int, default=None, metavar="L",
-                   help="measure the passive T-Maze's cue at the junction for these corridor lengths instead")
-    p.add_argument("--mixer-bias", nargs="+", type=float, default=[0.0],
-                   help="with --tmaze: HQLT rows for each of these initial mixer gate biases (0: the default init)")
-    p.add_argument("--json", type=Path, default=None,
-                   help="default: benchmarks/results/cue_signal.json (cue_signal_tmaze.json with --tmaze)")
+    p.add_argument(
+        "--tmaze",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="L",
+        help="measure the passive T-Maze's cue at the junction for these corridor lengths instead",
+    )
+    p.add_argument(
+        "--mixer-bias",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="with --tmaze: HQLT rows for each of these initial mixer gate biases (0: the default init)",
+    )
+    p.add_argument(
+        "--kv-window",
+        type=int,
+        default=None,
+        help="the KV-only agent's window S (default 16; e.g. 128: the whole episode, a full-context Transformer)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="default: benchmarks/results/cue_signal.json (cue_signal_tmaze.json with --tmaze)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.kv_window is not None and args.kv_window <= 0:
+        raise SystemExit(f"--kv-window must be a positive number of steps, got {args.kv_window}; leave it out for S = 16")
     if args.tmaze:
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
         tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json", args.mixer_bias)
@@ -178,9 +205,10 @@ def main(argv: list[str] | None = None) -> None:
     for n_apples in apples:
         for distractor in distractors:
             for agent in args.agents:
-                vals = [measure(agent, distractor, n_apples, seed, n_episodes) for seed in seeds]
+                vals = [measure(agent, distractor, n_apples, seed, n_episodes, args.kv_window) for seed in seeds]
+                name = f"kv (S = {args.kv_window})" if agent == "kv" and args.kv_window is not None else agent
                 row = {
-                    "agent": agent,
+                    "agent": name,
                     "distractor": distractor,
                     "n_apples": n_apples,
                     "retention": [v["retention"] for v in vals],
@@ -188,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 rows.append(row)
                 print(
-                    f"apples {n_apples:2d}  distractor {distractor:3d}  {agent:9s} retention "
+                    f"apples {n_apples:2d}  distractor {distractor:3d}  {name:9s} retention "
                     + " ".join(f"{v:.3g}" for v in row["retention"])
                     + "   signal/spread "
                     + " ".join(f"{v:.2f}" for v in row["signal_over_spread"]),
