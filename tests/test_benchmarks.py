@@ -364,6 +364,17 @@ def test_kv_window_variant_is_a_full_context_reference() -> None:
     text = tables({"k": record}, [], 30)
     assert "KV window S = 128, 2 layers: KV-only reach = 2 x (128 - 1) = 254 steps" in text
     assert "| KV-only [S = 128] | 0.50 ± 0.00 |" in text and "- KV-only [S = 128]: 0: 0.50 / 0.50" in text
+    # with HQLT runs beside it, the full-context reference is tested against them
+    records = {"k": record}
+    for seed, value in ((0, 0.3), (1, 0.4)):
+        spec = dataclasses.asdict(visual_match_specs(30, ["hqlt"], [seed], quick=True)[0])
+        records[f"h{seed}"] = {"key": f"h{seed}", "spec": spec, "final_train_success": value,
+                               "steps_to_success": None, "eval": {"success": value}, "train_seconds": 1.0}
+    records["k1"] = {**record, "key": "k1", "final_train_success": 0.7, "eval": {"success": 0.6},
+                     "spec": {**record["spec"], "seed": 1}}
+    text = tables(records, [], 30)
+    assert "KV-only [S = 128] above HQLT (sync)? Exact one-sided permutation test" in text
+    assert "- train success: mean 0.60 against 0.35 (2 and 2 seeds), p = 0.167" in text
     with pytest.raises(SystemExit, match="--kv-window must be a positive"):
         memory_length.check_kv_window(0)
 
