@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _rl import RESULTS_DIR, build_model  # noqa: E402  (puts the project root on sys.path)
-from memory_length import tmaze_specs, visual_match_specs  # noqa: E402
+from memory_length import check_kv_window, tmaze_specs, visual_match_specs  # noqa: E402
 
 from envs.visual_match import CUE_PHASE, RECALL_PHASE, T_SQUARE  # noqa: E402  (importing envs registers hqlt/*)
 
@@ -189,8 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    if args.kv_window is not None and args.kv_window <= 0:
-        raise SystemExit(f"--kv-window must be a positive number of steps, got {args.kv_window}; leave it out for S = 16")
+    check_kv_window(args.kv_window)
     if args.tmaze:
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
         tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json", args.mixer_bias)
