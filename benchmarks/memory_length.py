@@ -265,10 +265,15 @@ def _by_agent(records: dict) -> dict:
     return out
 
 
+def _windows(records: list[dict]) -> set[int]:
+    """The windows S the records' runs were made with (``--kv-window`` changes the KV-only agent's)."""
+    return {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for r in records}
+
+
 def agent_label(agent: str, records: list[dict]) -> str:
     """Display label of an agent's runs; a KV-only agent run with another window than S = WINDOW says which
     (``KV-only [S = 128]``: in the figures its colour with a dash pattern)."""
-    windows = {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for r in records} if agent == "kv" else set()
+    windows = _windows(records) if agent == "kv" else set()
     other = sorted(w for w in windows if w != WINDOW)
     return AGENT_LABELS[agent] + (f" [S = {', '.join(map(str, other))}]" if other else "")
 
@@ -317,9 +322,7 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
     groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
     # The KV-only agent's window as run (``--kv-window`` changes it; one window per call of this script).
-    kv_windows = sorted(
-        {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for (_, a), rs in groups.items() if a == "kv" for r in rs}
-    )
+    kv_windows = sorted(_windows([r for (_, a), rs in groups.items() if a == "kv" for r in rs]))
     window = kv_windows[0] if len(kv_windows) == 1 else WINDOW
     reach = kv_reach(N_LAYERS, window)
     lines = [
