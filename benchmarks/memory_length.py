@@ -270,6 +270,13 @@ def _windows(records: list[dict]) -> set[int]:
     return {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for r in records}
 
 
+def _kv_window(groups: dict) -> int:
+    """The KV-only agent's window S as run (``--kv-window`` changes it; one window per call of this script), or
+    WINDOW where there are no KV-only runs or they differ."""
+    windows = sorted(_windows([r for (_, a), rs in groups.items() if a == "kv" for r in rs]))
+    return windows[0] if len(windows) == 1 else WINDOW
+
+
 def agent_label(agent: str, records: list[dict]) -> str:
     """Display label of an agent's runs; a KV-only agent run with another window than S = WINDOW says which
     (``KV-only [S = 128]``: in the figures its colour with a dash pattern)."""
@@ -321,9 +328,7 @@ def _vm_comparison(first: list[dict], second: list[dict], names: tuple[str, str]
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
     groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
-    # The KV-only agent's window as run (``--kv-window`` changes it; one window per call of this script).
-    kv_windows = sorted(_windows([r for (_, a), rs in groups.items() if a == "kv" for r in rs]))
-    window = kv_windows[0] if len(kv_windows) == 1 else WINDOW
+    window = _kv_window(groups)
     reach = kv_reach(N_LAYERS, window)
     lines = [
         f"KV window S = {window}, {N_LAYERS} layers: KV-only reach = {N_LAYERS} x ({window} - 1) = {reach} steps. "
@@ -408,10 +413,11 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
     out = []
     tm = [n for n in lengths if any(t == f"tmaze-L{n}" for t, _ in groups)]
     if tm:
+        reach_steps = kv_reach(N_LAYERS, _kv_window(groups))
         fig, axes = plt.subplots(1, len(tm), figsize=(4.2 * len(tm), 3.6), squeeze=False)
         for ax, n in zip(axes[0], tm):
             sub = {agent_label(a, recs): recs for (t, a), recs in sorted(groups.items()) if t == f"tmaze-L{n}"}
-            reach = "inside" if n <= kv_reach(N_LAYERS, WINDOW) else "beyond"
+            reach = "inside" if n <= reach_steps else "beyond"
             plot_curves(sub, f"Passive T-Maze L = {n} ({reach} KV reach)", Path(), ax=ax, chance=0.5)
         axes[0][-1].legend(fontsize=7, loc="lower right")
         fig.tight_layout()
@@ -427,7 +433,7 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
         panels = (("peak", "peak training success"), ("final_train_success", "training success at budget"))
         for ax, (key, what) in zip(axes, panels):
             for agent in AGENT_LABELS:
-                xs, ms, ss = [], [], []
+                xs, ms, ss, all_recs = [], [], [], []
                 for n in tm:
                     recs = groups.get((f"tmaze-L{n}", agent))
                     if recs:
@@ -435,11 +441,13 @@ def plots(records: dict, lengths: list[int], distractor: int, img_dir: Path) -> 
                         xs.append(n)
                         ms.append(np.mean(vals))
                         ss.append(np.std(vals))
+                        all_recs += recs
                 if xs:
-                    label = AGENT_LABELS[agent]
-                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=AGENT_COLOURS[label], label=label)
+                    colour = AGENT_COLOURS[AGENT_LABELS[agent]]
+                    label = agent_label(agent, all_recs)
+                    ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, color=colour, label=label)
             ax.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
-            ax.axvline(kv_reach(N_LAYERS, WINDOW), color="red", ls="--", lw=1, label="KV-only reach")
+            ax.axvline(reach_steps, color="red", ls="--", lw=1, label="KV-only reach")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("memory length L (steps from cue to junction)")
             ax.set_ylabel(f"{what} (last 100 episodes)")

@@ -346,7 +346,7 @@ def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
     assert no_apples.key == "visualmatch-D30/hqlt-apples0-mixbias2/seed1"
 
 
-def test_kv_window_variant_is_a_full_context_reference() -> None:
+def test_kv_window_variant_is_a_full_context_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--kv-window changes the KV-only agent's runs only (their own key, the report's reach line), and a window that
     holds the whole episode passes the cue to the recall room at distractor 30, where S = 16 passes exactly nothing."""
     import cue_signal
@@ -377,6 +377,31 @@ def test_kv_window_variant_is_a_full_context_reference() -> None:
     assert "- train success: mean 0.60 against 0.35 (2 and 2 seeds), p = 0.167" in text
     with pytest.raises(SystemExit, match="--kv-window must be a positive"):
         memory_length.check_kv_window(0)
+    # on the T-Maze the "beyond reach" marks follow the runs' window too: S = 64 reaches 126 steps, so L = 64 is inside
+    tm_records = {}
+    for n in (64, 256):
+        for agent in ("kv", "deltanet"):
+            spec = memory_length.tmaze_specs([n], [agent], [0], quick=True, kv_window=64)[0]
+            tm_records[spec.key] = {"key": spec.key, "spec": dataclasses.asdict(spec), "final_train_success": 0.5,
+                                    "steps_to_success": None, "eval": {"success": 0.5}, "train_seconds": 1.0,
+                                    "curve_steps": [1000, 2000], "curve_success": [0.4, 0.5]}
+    assert memory_length._kv_window(memory_length._by_agent(tm_records)) == 64
+    text = tables(tm_records, [64, 256], 30)
+    assert "| L = 64 | L = 256 (beyond reach) |" in text and "KV-only [S = 64]" in text
+    # without KV-only runs: the default S = 16 (reach 30) marks L = 64 beyond reach
+    deltanet_only = {k: r for k, r in tm_records.items() if r["spec"]["agent"] == "deltanet"}
+    assert "| L = 64 (beyond reach) | L = 256 (beyond reach) |" in tables(deltanet_only, [64, 256], 30)
+    titles = []
+    real_plot_curves = memory_length.plot_curves
+
+    def recording_plot_curves(curves, title, *args, **kwargs):
+        titles.append(title)
+        return real_plot_curves(curves, title, *args, **kwargs)
+
+    monkeypatch.setattr(memory_length, "plot_curves", recording_plot_curves)
+    paths = memory_length.plots(tm_records, [64, 256], 30, tmp_path)
+    assert titles == ["Passive T-Maze L = 64 (inside KV reach)", "Passive T-Maze L = 256 (beyond KV reach)"]
+    assert [p.name for p in paths] == ["memory_length_tmaze_curves.png", "memory_length_tmaze_success.png"]
 
     assert cue_signal.measure("kv", 30, None, seed=0, n_episodes=4)["retention"] == 0.0
     assert cue_signal.measure("kv", 30, None, seed=0, n_episodes=4, kv_window=128)["retention"] > 0.05
