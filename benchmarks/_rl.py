@@ -439,12 +439,40 @@ def fmt_steps(values: Sequence[int | None]) -> str:
     return f"{np.median(got) / 1000:.0f}k ({len(got)}/{len(values)})"
 
 
+def _decimal_grid(values: np.ndarray, max_places: int = 6) -> np.ndarray | None:
+    """``values`` as integers on the coarsest decimal grid (10^-d, d <= max_places) that holds them all, or None."""
+    for places in range(max_places + 1):
+        scaled = values * 10**places
+        if np.abs(scaled).max() > 1e12:  # beyond int64 sums of many values
+            return None
+        ints = np.round(scaled)
+        if np.all(np.abs(scaled - ints) <= 1e-9 * np.maximum(1.0, np.abs(scaled))):
+            return ints.astype(np.int64)
+    return None
+
+
+def _subset_sum_counts(ints: np.ndarray, size: int) -> np.ndarray:
+    """``counts[s]``: how many ``size``-element subsets of ``ints`` (shifted to start at 0) sum to ``s``."""
+    shifted = ints - ints.min()
+    top = int(np.sort(shifted)[::-1][:size].sum())
+    dtype = np.int64 if math.comb(len(ints), size) < 2**62 else object
+    counts = np.zeros((size + 1, top + 1), dtype=dtype)
+    counts[0, 0] = 1
+    for i, x in enumerate(int(v) for v in shifted):
+        for k in range(min(i + 1, size), 0, -1):  # downwards: each value joins a subset at most once
+            counts[k, x:] += counts[k - 1, : top + 1 - x]
+    return counts[size]
+
+
 def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "greater") -> float:
     """Exact permutation test over seeds: the share of all ways to split ``a + b`` into groups of ``len(a)`` and
     ``len(b)`` whose difference of means is at least the observed one (ties count). ``alternative="greater"``
     (one-sided): small p says ``a`` is higher than relabelling seeds at random explains; ``"two-sided"``: small p
-    says the two differ, either way (the difference is compared in absolute value). Every split is enumerated, so
-    keep ``len(a) + len(b)`` to about 20."""
+    says the two differ, either way (the difference is compared in absolute value).
+
+    The difference of means is a function of the first group's sum alone, so where the values lie on a decimal grid
+    (success rates k/100, accuracies to a few places) the splits are counted by their sums (subset-sum counting,
+    exact for any number of seeds); other values are enumerated split by split, up to ENUMERATE_MAX splits."""
     import itertools
 
     if alternative not in ("greater", "two-sided"):
@@ -453,6 +481,22 @@ def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "gr
     n, m = len(a), len(b)
     if n == 0 or m == 0:
         raise ValueError(f"permutation_p needs values in both groups, got {n} and {m}")
+    ints = _decimal_grid(values)
+    if ints is not None and (n + 1) * (np.abs(ints - ints.min()).sum() + 1) <= 20_000_000:
+        counts = _subset_sum_counts(ints, n)
+        # n * m * (mean(first) - mean(rest)) = (n + m) * sum(first) - n * total, in grid units: exact integers
+        sums = np.arange(len(counts)) + n * int(ints.min())
+        stat = (n + m) * sums - n * int(ints.sum())
+        observed = (n + m) * int(ints[:n].sum()) - n * int(ints.sum())
+        if alternative == "two-sided":
+            stat, observed = np.abs(stat), abs(observed)
+        hits = counts[stat >= observed].sum()
+        return float(hits / math.comb(n + m, n))
+    if math.comb(n + m, n) > ENUMERATE_MAX:
+        raise ValueError(
+            f"permutation_p: {n} + {m} values off a decimal grid make {math.comb(n + m, n):,} splits to enumerate "
+            f"(at most {ENUMERATE_MAX:,}); round the values (e.g. to 4 places) to count the splits by their sums"
+        )
     total = values.sum()
     # mean(first) - mean(rest) = sum(first) * (1/n + 1/m) - total/m: a function of the first group's sum alone
     sums = np.array([values[list(idx)].sum() for idx in itertools.combinations(range(n + m), n)])
@@ -462,6 +506,9 @@ def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "gr
     if alternative == "two-sided":
         diffs, observed = np.abs(diffs), abs(observed)
     return float(np.mean(diffs >= observed - tol))
+
+
+ENUMERATE_MAX = 2_000_000
 
 
 def sign_test_p(wins: int, losses: int) -> float:

@@ -79,6 +79,28 @@ def test_permutation_p_matches_a_plain_enumeration_of_relabellings() -> None:
             np.mean(np.abs(diffs) >= abs(observed) - 1e-12))
 
 
+def test_permutation_p_with_many_seeds_counts_splits_by_their_sums() -> None:
+    import math
+
+    # 17 seeds against 17 (2.3 billion splits, too many to enumerate): separated groups leave only the observed split
+    # (one-sided) and its mirror image (two-sided) as extreme
+    high, low = [0.5 + 0.01 * i for i in range(17)], [0.01 * i for i in range(17)]
+    assert _rl.permutation_p(high, low) == pytest.approx(1 / math.comb(34, 17), rel=1e-12)
+    assert _rl.permutation_p(high, low, alternative="two-sided") == pytest.approx(2 / math.comb(34, 17), rel=1e-12)
+    assert _rl.permutation_p(low, high) == 1.0
+    # on a decimal grid the sums are counted; off it the splits are enumerated: the two agree on the same values
+    rng = np.random.default_rng(5)
+    for n, m in [(3, 4), (6, 6), (1, 7)]:
+        a, b = rng.integers(0, 101, n) / 100, rng.integers(0, 101, m) / 100
+        off_grid = 1e-7 * np.pi  # moves every value off the grid, keeps the order of all split sums
+        for alternative in ("greater", "two-sided"):
+            counted = _rl.permutation_p(a, b, alternative=alternative)
+            enumerated = _rl.permutation_p(a + off_grid, b + off_grid, alternative=alternative)
+            assert counted == pytest.approx(enumerated, abs=1e-12)
+    with pytest.raises(ValueError, match="round the values"):
+        _rl.permutation_p(rng.random(17), rng.random(17))
+
+
 def test_sign_test_p_by_hand() -> None:
     assert _rl.sign_test_p(0, 0) == 1.0
     assert _rl.sign_test_p(5, 0) == pytest.approx(2 / 32)
