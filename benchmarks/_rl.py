@@ -439,6 +439,11 @@ def fmt_steps(values: Sequence[int | None]) -> str:
     return f"{np.median(got) / 1000:.0f}k ({len(got)}/{len(values)})"
 
 
+# permutation_p: largest subset-sum table it counts (cells) and most splits it enumerates off a decimal grid
+COUNT_CELLS_MAX = 20_000_000
+ENUMERATE_MAX = 2_000_000
+
+
 def _decimal_grid(values: np.ndarray, max_places: int = 6) -> np.ndarray | None:
     """``values`` as integers on the coarsest decimal grid (10^-d, d <= max_places) that holds them all, or None."""
     for places in range(max_places + 1):
@@ -482,7 +487,7 @@ def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "gr
     if n == 0 or m == 0:
         raise ValueError(f"permutation_p needs values in both groups, got {n} and {m}")
     ints = _decimal_grid(values)
-    if ints is not None and (n + 1) * (np.abs(ints - ints.min()).sum() + 1) <= 20_000_000:
+    if ints is not None and (n + 1) * (int((ints - ints.min()).sum()) + 1) <= COUNT_CELLS_MAX:
         counts = _subset_sum_counts(ints, n)
         # n * m * (mean(first) - mean(rest)) = (n + m) * sum(first) - n * total, in grid units: exact integers
         sums = np.arange(len(counts)) + n * int(ints.min())
@@ -506,9 +511,6 @@ def permutation_p(a: Sequence[float], b: Sequence[float], alternative: str = "gr
     if alternative == "two-sided":
         diffs, observed = np.abs(diffs), abs(observed)
     return float(np.mean(diffs >= observed - tol))
-
-
-ENUMERATE_MAX = 2_000_000
 
 
 def sign_test_p(wins: int, losses: int) -> float:
