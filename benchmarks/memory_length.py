@@ -85,19 +85,31 @@ def tmaze_gamma(length: int) -> float:
     return max(0.99, 1.0 - 1.0 / (4 * length))
 
 
-def memory_kwargs(agent: str, mixer_bias: float = 0.0, kv_window: int | None = None) -> dict:
+def memory_kwargs(agent: str, mixer_bias: float = 0.0, kv_window: int | None = None, hqlt_window: int | None = None) -> dict:
     """MemoryConfig fields of one agent. ``kv_window`` replaces the KV-only agent's window S (e.g. one that holds a
-    whole episode: a full-context Transformer as the reference); the other agents keep S = WINDOW."""
+    whole episode: a full-context Transformer as the reference), ``hqlt_window`` HQLT's (its KV-memory's reach); the
+    other agents keep S = WINDOW."""
     # LSTM baselines use one recurrent layer (the usual choice); attention / fast-weight stacks use N_LAYERS blocks.
     layers = 1 if agent in ("lstm", "gru", "rppo") else N_LAYERS
     extra = {"mixer_bias": mixer_bias} if mixer_bias and agent == "hqlt" else {}
-    window = kv_window if kv_window is not None and agent == "kv" else WINDOW
+    window = _agent_window(agent, kv_window, hqlt_window) or WINDOW
     return dict(d_model=D_MODEL, n_layers=layers, n_heads=2, window=window, **extra)
 
 
-def check_kv_window(kv_window: int | None) -> None:
+def _agent_window(agent: str, kv_window: int | None, hqlt_window: int | None) -> int | None:
+    """The window S given for this agent on the command line (None: the default WINDOW)."""
+    return {"kv": kv_window, "hqlt": hqlt_window}.get(agent)
+
+
+def _window_variant(agent: str, kv_window: int | None, hqlt_window: int | None) -> list[str]:
+    """``["window<S>"]`` where the agent runs with a window given on the command line (its runs' own key), else []."""
+    window = _agent_window(agent, kv_window, hqlt_window)
+    return [f"window{window}"] if window is not None else []
+
+
+def check_kv_window(kv_window: int | None, flag: str = "--kv-window") -> None:
     if kv_window is not None and kv_window <= 0:
-        raise SystemExit(f"--kv-window must be a positive number of steps, got {kv_window}; leave it out for S = {WINDOW}")
+        raise SystemExit(f"{flag} must be a positive number of steps, got {kv_window}; leave it out for S = {WINDOW}")
 
 
 def tmaze_specs(
@@ -111,12 +123,13 @@ def tmaze_specs(
     dual_clip: float | None = None,
     mixer_bias: float = 0.0,
     kv_window: int | None = None,
+    hqlt_window: int | None = None,
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
     ``lr<lr>`` and kept apart from the main table (the main sweep ignores them). A nonzero ``mixer_bias`` starts
     HQLT's blend leaning on the fast weights (``MemoryConfig.mixer_bias``); its HQLT runs get ``mixbias<b>`` too.
-    ``kv_window`` sets the KV-only agent's window (its runs get ``window<S>``)."""
+    ``kv_window`` / ``hqlt_window`` set the KV-only / HQLT agent's window (its runs get ``window<S>``)."""
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -145,8 +158,7 @@ def tmaze_specs(
             agent_variant = variant
             if mixer_bias and agent == "hqlt":
                 agent_variant = "-".join(filter(None, (variant, f"mixbias{mixer_bias:g}")))
-            if kv_window is not None and agent == "kv":
-                agent_variant = "-".join(filter(None, (variant, f"window{kv_window}")))
+            agent_variant = "-".join(filter(None, [agent_variant] + _window_variant(agent, kv_window, hqlt_window)))
             for seed in seeds:
                 specs.append(
                     RunSpec(
@@ -158,7 +170,7 @@ def tmaze_specs(
                         total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
                         n_envs=8,
                         ppo=ppo,
-                        memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window),
+                        memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window, hqlt_window),
                         net_arch=[32],
                         variant=agent_variant,
                         eval_episodes=20 if quick else 100,
@@ -187,6 +199,7 @@ def visual_match_specs(
     mixer_bias: float = 0.0,
     separate_critic: bool = False,
     kv_window: int | None = None,
+    hqlt_window: int | None = None,
 ) -> list[RunSpec]:
     """Visual Match runs; ``n_apples`` / ``apple_reward`` change the distractor room (an ablation: the variant label
     names the change, e.g. ``apples0``). A nonzero ``mixer_bias`` starts HQLT's blend leaning on the fast weights, as
@@ -195,7 +208,8 @@ def visual_match_specs(
     that the value loss no longer trains the actor's trunk; RecurrentPPO has its own critic LSTM by default.
     ``kv_window`` sets the KV-only agent's window (variant ``window<S>``): with S at least the longest episode (15 + the
     distractor + 20 steps) every layer attends to the whole episode, a full-context Transformer, the reference the
-    paper's hybrid is measured against."""
+    paper's hybrid is measured against. ``hqlt_window`` sets HQLT's (variant ``window<S>`` too): with the whole episode
+    in its KV-memory's reach, it tells whether the blend itself costs anything against that Transformer."""
     seq_len = vm_seq_len(distractor)
     env_kwargs = VM_ENV_KWARGS | {"distractor_length": distractor}
     variant = []
@@ -225,14 +239,14 @@ def visual_match_specs(
             total_timesteps=budget or (8_192 if quick else 1_000_000),
             n_envs=8,
             ppo=ppo,
-            memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window),
+            memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window, hqlt_window),
             net_arch=[64],
             policy=dict(SEPARATE_CRITIC) if separate_critic and agent != "rppo" else {},
             variant="-".join(
                 variant
                 + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])
                 + (["critic"] if separate_critic and agent != "rppo" else [])
-                + ([f"window{kv_window}"] if kv_window is not None and agent == "kv" else [])
+                + _window_variant(agent, kv_window, hqlt_window)
             ),
             eval_episodes=10 if quick else 100,
         )
@@ -266,7 +280,7 @@ def _by_agent(records: dict) -> dict:
 
 
 def _windows(records: list[dict]) -> set[int]:
-    """The windows S the records' runs were made with (``--kv-window`` changes the KV-only agent's)."""
+    """The windows S the records' runs were made with (``--kv-window`` / ``--hqlt-window`` change them)."""
     return {r["spec"].get("memory_kwargs", {}).get("window", WINDOW) for r in records}
 
 
@@ -278,9 +292,9 @@ def _kv_window(groups: dict) -> int:
 
 
 def agent_label(agent: str, records: list[dict]) -> str:
-    """Display label of an agent's runs; a KV-only agent run with another window than S = WINDOW says which
+    """Display label of an agent's runs; a KV-only or HQLT agent run with another window than S = WINDOW says which
     (``KV-only [S = 128]``: in the figures its colour with a dash pattern)."""
-    windows = _windows(records) if agent == "kv" else set()
+    windows = _windows(records) if agent in ("kv", "hqlt") else set()
     other = sorted(w for w in windows if w != WINDOW)
     return AGENT_LABELS[agent] + (f" [S = {', '.join(map(str, other))}]" if other else "")
 
@@ -393,12 +407,13 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
                     for r in recs
                 ]
                 lines.append(f"- {agent_label(agent, recs)}: " + ", ".join(cells))
-        lines += _vm_comparison(groups.get((vm, "hqlt"), []), groups.get((vm, "deltanet"), []))
+        hqlt, deltanet = groups.get((vm, "hqlt"), []), groups.get((vm, "deltanet"), [])
+        lines += _vm_comparison(hqlt, deltanet, (agent_label("hqlt", hqlt), agent_label("deltanet", deltanet)))
         kv = groups.get((vm, "kv"), [])
         if agent_label("kv", kv) != AGENT_LABELS["kv"]:  # a KV-only agent with its own window: the reference
             for other in ("hqlt", "deltanet"):
-                names = (agent_label("kv", kv), AGENT_LABELS[other])
-                lines += _vm_comparison(kv, groups.get((vm, other), []), names)
+                recs = groups.get((vm, other), [])
+                lines += _vm_comparison(kv, recs, (agent_label("kv", kv), agent_label(other, recs)))
     lines += ["", wall_time_line(records, " (1 torch thread each)")]
     return "\n".join(lines)
 
@@ -473,6 +488,18 @@ def _late_mean(record: dict, share: float = 0.25) -> float | None:
     """Mean of the trailing success curve over the last ``share`` of training: steadier than its last point."""
     values = [v for v in record["curve_success"][-max(1, round(len(record["curve_success"]) * share)) :] if v is not None]
     return float(np.mean(values)) if values else None
+
+
+def load_records_from(folders: list[Path] | None) -> dict:
+    """The runs already in these folders' results files (``--records-from``), read-only: a report can set the runs of
+    one folder (e.g. a variant) beside reference runs made into another, without running those again."""
+    records: dict = {}
+    for folder in folders or []:
+        path = Path(folder) / "memory_length.json"
+        if not path.is_file():
+            raise SystemExit(f"--records-from: no results file {path}; give a folder this script wrote with --out")
+        records.update(load_results(path))
+    return records
 
 
 def load_conditions(pairs: list[str], distractor: int) -> list[tuple[str, dict]]:
@@ -596,9 +623,25 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the KV-only agent's window S (default {WINDOW}; one at least the episode long is a full-context "
         "Transformer; a variant, T-Maze and Visual Match)",
     )
+    p.add_argument(
+        "--hqlt-window",
+        type=int,
+        default=None,
+        help=f"HQLT's window S (default {WINDOW}; one at least the episode long puts the whole episode in its "
+        "KV-memory's reach; a variant, T-Maze and Visual Match)",
+    )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
+    p.add_argument(
+        "--records-from",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="take the runs these folders' results files already hold (read-only, not rerun) into this call's report, "
+        "e.g. the reference runs beside a variant run into --out",
+    )
     p.add_argument("--force", action="store_true", help="rerun runs already in the results file")
     p.add_argument("--report-only", action="store_true", help="only rebuild tables and figures from the results file")
     p.add_argument(
@@ -624,6 +667,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     check_kv_window(args.kv_window)
+    check_kv_window(args.hqlt_window, "--hqlt-window")
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]
     lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))
@@ -647,6 +691,7 @@ def main(argv: list[str] | None = None) -> None:
             args.dual_clip,
             args.mixer_bias,
             args.kv_window,
+            args.hqlt_window,
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents
@@ -661,12 +706,17 @@ def main(argv: list[str] | None = None) -> None:
             args.mixer_bias,
             args.separate_critic,
             args.kv_window,
+            args.hqlt_window,
         )
+    borrowed = load_records_from(args.records_from)
+    borrowed = {s.key: borrowed[s.key] for s in specs if s.key in borrowed}
+    specs = [s for s in specs if s.key not in borrowed]
     if args.report_only:
         all_records = load_results(results)
         records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
     else:
         records = run_all(specs, results, workers=args.workers, force=args.force)
+    records |= borrowed
     text = tables(records, lengths, distractor)
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory_length.md").write_text(text + "\n")

@@ -429,6 +429,57 @@ def test_kv_window_variant_is_a_full_context_reference(tmp_path: Path, monkeypat
     assert cue_signal.measure("kv", 30, None, seed=0, n_episodes=4, kv_window=128)["retention"] > 0.05
 
 
+def test_hqlt_window_variant_reported_beside_reference_runs_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--hqlt-window gives HQLT's runs their own window and key (nothing else changes), and --records-from sets them
+    beside a reference folder's runs in one report (the full-context Transformer against the hybrid), running none."""
+    import memory_length
+    from memory_length import main, visual_match_specs
+
+    plain = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv", "deltanet"], [0], quick=True)}
+    wide = {s.agent: s for s in visual_match_specs(30, ["hqlt", "kv", "deltanet"], [0], quick=True, hqlt_window=128)}
+    assert wide["hqlt"].key == "visualmatch-D30/hqlt-window128/seed0" and wide["hqlt"].memory_kwargs["window"] == 128
+    assert wide["kv"] == plain["kv"] and wide["deltanet"] == plain["deltanet"]
+    tm = memory_length.tmaze_specs([64], ["hqlt"], [0], quick=True, mixer_bias=2.0, hqlt_window=32)[0]
+    assert tm.key == "tmaze-L64/hqlt-mixbias2-window32/seed0" and tm.memory_kwargs["window"] == 32
+
+    def write(folder: Path, success: dict[str, list[float]], **windows: int) -> None:
+        records = {}
+        for spec in visual_match_specs(30, list(success), [0, 1], quick=True, **windows):
+            value = success[spec.agent][spec.seed]
+            records[spec.key] = {
+                "key": spec.key, "spec": dataclasses.asdict(spec), "final_train_success": value,
+                "steps_to_success": None, "eval": {"success": value}, "train_seconds": 60.0,
+                "curve_steps": [1000, 2000], "curve_success": [0.3, value],
+            }
+        _rl.save_results(folder / "memory_length.json", records, meta={})
+
+    write(tmp_path / "ref", {"kv": [0.8, 0.7], "deltanet": [0.3, 0.4], "hqlt": [0.1, 0.1]}, kv_window=128)
+    write(tmp_path / "wide", {"hqlt": [0.6, 0.5]}, hqlt_window=128)
+    args = ["--tasks", "visualmatch", "--distractor", "30", "--agents", "kv", "hqlt", "deltanet", "--seeds", "0", "1",
+            "--kv-window", "128", "--hqlt-window", "128", "--out", str(tmp_path / "wide"),
+            "--records-from", str(tmp_path / "ref")]
+
+    def no_runs(*a, **k):
+        raise AssertionError("a run found in --records-from or --out was run again")
+
+    monkeypatch.setattr(_rl, "run_one", no_runs)
+    main(args)  # every run is in one of the two files: nothing to run
+    text = (tmp_path / "wide" / "memory_length.md").read_text()
+    assert "| HQLT (sync) [S = 128] | 0.55 ± 0.05 |" in text and "| KV-only [S = 128] | 0.75 ± 0.05 |" in text
+    assert "0.10" not in text  # the reference folder's HQLT at S = 16 is not this call's
+    assert "HQLT (sync) [S = 128] above DeltaNet?" in text
+    assert "KV-only [S = 128] above HQLT (sync) [S = 128]?" in text
+    assert "- train success: mean 0.75 against 0.55 (2 and 2 seeds), p = 0.167" in text
+    assert "Sum of per-run wall times: 6.0 min over 6 runs" in text
+    assert (tmp_path / "wide" / "memory_length_visualmatch_curves.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="--records-from: no results file"):
+        main(args[:-1] + [str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="--hqlt-window must be a positive"):
+        main(args[:-6] + ["--hqlt-window", "0"])
+
+
 def test_separate_critic_variant_builds_a_critic_with_nothing_shared() -> None:
     """--separate-critic: our agents' runs get their own key and a critic with its own extractor and memory, whose
     parameters are disjoint from the actor's; RecurrentPPO (its own critic LSTM already) is left as it is."""
