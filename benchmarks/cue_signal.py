@@ -111,11 +111,20 @@ def untrained_policy(spec: Any) -> Any:
 
 
 def measure(
-    agent: str, distractor: int, n_apples: int | None, seed: int, n_episodes: int, kv_window: int | None = None
+    agent: str,
+    distractor: int,
+    n_apples: int | None,
+    seed: int,
+    n_episodes: int,
+    kv_window: int | None = None,
+    hqlt_window: int | None = None,
 ) -> dict[str, float]:
     """Retention and signal / spread of one untrained agent of ``memory_length.py``'s Visual Match runs
-    (``kv_window``: the KV-only agent's window, as ``memory_length.py --kv-window``)."""
-    spec = visual_match_specs(distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples, kv_window=kv_window)[0]
+    (``kv_window`` / ``hqlt_window``: the KV-only / HQLT agent's window, as ``memory_length.py --kv-window`` /
+    ``--hqlt-window``)."""
+    spec = visual_match_specs(
+        distractor, [agent], [seed], quick=False, budget=1, n_apples=n_apples, kv_window=kv_window, hqlt_window=hqlt_window
+    )[0]
     return cue_signal(untrained_policy(spec), spec.env_kwargs, n_episodes)
 
 
@@ -181,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the KV-only agent's window S (default 16; e.g. 128: the whole episode, a full-context Transformer)",
     )
+    p.add_argument("--hqlt-window", type=int, default=None, help="HQLT's window S (default 16; 128: the whole episode)")
     p.add_argument(
         "--json",
         type=Path,
@@ -190,7 +200,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     check_kv_window(args.kv_window)
+    check_kv_window(args.hqlt_window, "--hqlt-window")
+    windows = {"kv": args.kv_window, "hqlt": args.hqlt_window}
     if args.tmaze:
+        if args.kv_window is not None or args.hqlt_window is not None:
+            raise SystemExit("--kv-window / --hqlt-window change the Visual Match agents; leave them out with --tmaze")
         seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
         tmaze_main(args.tmaze, args.agents, seeds, args.json or RESULTS_DIR / "cue_signal_tmaze.json", args.mixer_bias)
         return
@@ -204,8 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     for n_apples in apples:
         for distractor in distractors:
             for agent in args.agents:
-                vals = [measure(agent, distractor, n_apples, seed, n_episodes, args.kv_window) for seed in seeds]
-                name = f"kv (S = {args.kv_window})" if agent == "kv" and args.kv_window is not None else agent
+                vals = [
+                    measure(agent, distractor, n_apples, seed, n_episodes, args.kv_window, args.hqlt_window) for seed in seeds
+                ]
+                name = f"{agent} (S = {windows[agent]})" if windows.get(agent) is not None else agent
                 row = {
                     "agent": name,
                     "distractor": distractor,

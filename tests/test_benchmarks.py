@@ -478,6 +478,13 @@ def test_hqlt_window_variant_reported_beside_reference_runs_from_another_folder(
         main(args[:-1] + [str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="--hqlt-window must be a positive"):
         main(args[:-6] + ["--hqlt-window", "0"])
+    # the cue diagnostic builds the same agents: at distractor 30 only the wider window lets attention see the cue
+    import cue_signal
+
+    wide_retention = cue_signal.measure("hqlt", 30, None, seed=0, n_episodes=4, hqlt_window=128)["retention"]
+    assert wide_retention != cue_signal.measure("hqlt", 30, None, seed=0, n_episodes=4)["retention"]
+    with pytest.raises(SystemExit, match="leave them out with --tmaze"):
+        cue_signal.main(["--tmaze", "16", "--hqlt-window", "128"])
 
 
 def test_separate_critic_variant_builds_a_critic_with_nothing_shared() -> None:
