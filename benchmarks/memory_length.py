@@ -537,7 +537,7 @@ def compare_table(conditions: list[tuple[str, dict]], distractor: int) -> str:
             if not recs:
                 continue
             lines.append(
-                f"| {AGENT_LABELS[agent]} | {label} | {fmt_pm([r['final_train_success'] for r in recs])} | "
+                f"| {agent_label(agent, recs)} | {label} | {fmt_pm([r['final_train_success'] for r in recs])} | "
                 f"{fmt_pm([_value(r, 'eval') for r in recs])} | {fmt_pm([_late_mean(r) for r in recs])} | "
                 f"{fmt_steps([r['steps_to_success'] for r in recs])} | {len(recs)} |"
             )
