@@ -155,10 +155,8 @@ def tmaze_specs(
         if dual_clip is not None:
             ppo["dual_clip"] = dual_clip
         for agent in agents:
-            agent_variant = variant
-            if mixer_bias and agent == "hqlt":
-                agent_variant = "-".join(filter(None, (variant, f"mixbias{mixer_bias:g}")))
-            agent_variant = "-".join(filter(None, [agent_variant] + _window_variant(agent, kv_window, hqlt_window)))
+            bias = [f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else []
+            agent_variant = "-".join(filter(None, [variant] + bias + _window_variant(agent, kv_window, hqlt_window)))
             for seed in seeds:
                 specs.append(
                     RunSpec(
@@ -507,7 +505,7 @@ def load_conditions(pairs: list[str], distractor: int) -> list[tuple[str, dict]]
     this distractor length (a folder written by one call of this script with ``--out``)."""
     out = []
     for pair in pairs:
-        label, sep, folder = pair.partition("=")
+        label, sep, folder = pair.rpartition("=")  # the last "=": a label may hold one ("S = 16=folder")
         if not sep or not label or not folder:
             raise SystemExit(f"--compare: expected LABEL=FOLDER (e.g. 'no apples=benchmarks/results/x'), got {pair!r}")
         path = Path(folder) / "memory_length.json"
