@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _rl import RESULTS_DIR, build_model  # noqa: E402  (puts the project root on sys.path)
-from memory_length import check_kv_window, tmaze_specs, visual_match_specs  # noqa: E402
+from memory_length import check_window, tmaze_specs, visual_match_specs  # noqa: E402
 
 from envs.visual_match import CUE_PHASE, RECALL_PHASE, T_SQUARE  # noqa: E402  (importing envs registers hqlt/*)
 
@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    check_kv_window(args.kv_window)
-    check_kv_window(args.hqlt_window, "--hqlt-window")
+    check_window(args.kv_window)
+    check_window(args.hqlt_window, "--hqlt-window")
     windows = {"kv": args.kv_window, "hqlt": args.hqlt_window}
     if args.tmaze:
         if args.kv_window is not None or args.hqlt_window is not None:

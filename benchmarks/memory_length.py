@@ -107,9 +107,10 @@ def _window_variant(agent: str, kv_window: int | None, hqlt_window: int | None) 
     return [f"window{window}"] if window is not None else []
 
 
-def check_kv_window(kv_window: int | None, flag: str = "--kv-window") -> None:
-    if kv_window is not None and kv_window <= 0:
-        raise SystemExit(f"{flag} must be a positive number of steps, got {kv_window}; leave it out for S = {WINDOW}")
+def check_window(window: int | None, flag: str = "--kv-window") -> None:
+    """A window S given on the command line (``--kv-window``, ``--hqlt-window``) must be a positive number of steps."""
+    if window is not None and window <= 0:
+        raise SystemExit(f"{flag} must be a positive number of steps, got {window}; leave it out for S = {WINDOW}")
 
 
 def tmaze_specs(
@@ -290,11 +291,15 @@ def _kv_window(groups: dict) -> int:
 
 
 def agent_label(agent: str, records: list[dict]) -> str:
-    """Display label of an agent's runs; a KV-only or HQLT agent run with another window than S = WINDOW says which
-    (``KV-only [S = 128]``: in the figures its colour with a dash pattern)."""
+    """Display label of an agent's runs; a KV-only or HQLT agent run with another window than S = WINDOW says which,
+    and an HQLT agent whose mixer started leaning one way says its bias (``KV-only [S = 128]``,
+    ``HQLT (sync) [S = 128, mixer_bias -2]``: in the figures the agent's colour with a dash pattern)."""
     windows = _windows(records) if agent in ("kv", "hqlt") else set()
-    other = sorted(w for w in windows if w != WINDOW)
-    return AGENT_LABELS[agent] + (f" [S = {', '.join(map(str, other))}]" if other else "")
+    notes = [f"S = {', '.join(map(str, sorted(w for w in windows if w != WINDOW)))}"] if windows - {WINDOW} else []
+    biases = {r["spec"].get("memory_kwargs", {}).get("mixer_bias", 0.0) for r in records} if agent == "hqlt" else set()
+    if biases - {0.0}:
+        notes.append("mixer_bias " + ", ".join(f"{b:g}" for b in sorted(biases)))
+    return AGENT_LABELS[agent] + (f" [{', '.join(notes)}]" if notes else "")
 
 
 def _value(record: dict, key: str) -> float | None:
@@ -664,8 +669,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out / 'visualmatch_conditions.png'}")
         return
 
-    check_kv_window(args.kv_window)
-    check_kv_window(args.hqlt_window, "--hqlt-window")
+    check_window(args.kv_window)
+    check_window(args.hqlt_window, "--hqlt-window")
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]
     lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))

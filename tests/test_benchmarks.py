@@ -398,7 +398,7 @@ def test_kv_window_variant_is_a_full_context_reference(tmp_path: Path, monkeypat
     assert "KV-only [S = 128] above HQLT (sync)? Exact one-sided permutation test" in text
     assert "- train success: mean 0.60 against 0.35 (2 and 2 seeds), p = 0.167" in text
     with pytest.raises(SystemExit, match="--kv-window must be a positive"):
-        memory_length.check_kv_window(0)
+        memory_length.check_window(0)
     # on the T-Maze the "beyond reach" marks follow the runs' window too: S = 64 reaches 126 steps, so L = 64 is inside
     tm_records = {}
     for n in (64, 256):
@@ -443,6 +443,9 @@ def test_hqlt_window_variant_reported_beside_reference_runs_from_another_folder(
     assert wide["kv"] == plain["kv"] and wide["deltanet"] == plain["deltanet"]
     tm = memory_length.tmaze_specs([64], ["hqlt"], [0], quick=True, mixer_bias=2.0, hqlt_window=32)[0]
     assert tm.key == "tmaze-L64/hqlt-mixbias2-window32/seed0" and tm.memory_kwargs["window"] == 32
+    leaned = {"spec": dataclasses.asdict(visual_match_specs(30, ["hqlt"], [0], True, mixer_bias=-2.0, hqlt_window=128)[0])}
+    assert memory_length.agent_label("hqlt", [leaned]) == "HQLT (sync) [S = 128, mixer_bias -2]"
+    assert memory_length.agent_label("hqlt", [{"spec": dataclasses.asdict(plain["hqlt"])}]) == "HQLT (sync)"
 
     def write(folder: Path, success: dict[str, list[float]], **windows: int) -> None:
         records = {}
