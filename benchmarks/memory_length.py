@@ -295,7 +295,8 @@ def agent_label(agent: str, records: list[dict]) -> str:
     and an HQLT agent whose mixer started leaning one way says its bias (``KV-only [S = 128]``,
     ``HQLT (sync) [S = 128, mixer_bias -2]``: in the figures the agent's colour with a dash pattern)."""
     windows = _windows(records) if agent in ("kv", "hqlt") else set()
-    notes = [f"S = {', '.join(map(str, sorted(w for w in windows if w != WINDOW)))}"] if windows - {WINDOW} else []
+    other = sorted(w for w in windows if w != WINDOW)
+    notes = [f"S = {', '.join(map(str, other))}"] if other else []
     biases = {r["spec"].get("memory_kwargs", {}).get("mixer_bias", 0.0) for r in records} if agent == "hqlt" else set()
     if biases - {0.0}:
         notes.append("mixer_bias " + ", ".join(f"{b:g}" for b in sorted(biases)))
