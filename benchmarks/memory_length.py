@@ -107,6 +107,11 @@ def _window_variant(agent: str, kv_window: int | None, hqlt_window: int | None) 
     return [f"window{window}"] if window is not None else []
 
 
+def _bias_variant(agent: str, mixer_bias: float) -> list[str]:
+    """``["mixbias<b>"]`` where HQLT's mixer starts leaning by a nonzero bias (its runs' own key), else []."""
+    return [f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else []
+
+
 def check_window(window: int | None, flag: str = "--kv-window") -> None:
     """A window S given on the command line (``--kv-window``, ``--hqlt-window``) must be a positive number of steps."""
     if window is not None and window <= 0:
@@ -156,8 +161,9 @@ def tmaze_specs(
         if dual_clip is not None:
             ppo["dual_clip"] = dual_clip
         for agent in agents:
-            bias = [f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else []
-            agent_variant = "-".join(filter(None, [variant] + bias + _window_variant(agent, kv_window, hqlt_window)))
+            agent_variant = "-".join(
+                filter(None, [variant] + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window))
+            )
             for seed in seeds:
                 specs.append(
                     RunSpec(
@@ -243,7 +249,7 @@ def visual_match_specs(
             policy=dict(SEPARATE_CRITIC) if separate_critic and agent != "rppo" else {},
             variant="-".join(
                 variant
-                + ([f"mixbias{mixer_bias:g}"] if mixer_bias and agent == "hqlt" else [])
+                + _bias_variant(agent, mixer_bias)
                 + (["critic"] if separate_critic and agent != "rppo" else [])
                 + _window_variant(agent, kv_window, hqlt_window)
             ),
