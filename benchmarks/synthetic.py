@@ -15,6 +15,7 @@ Windows: S = 8 (S = 16 for delayed-chunk, as in the paper).
     python benchmarks/synthetic.py --tasks modular --eval-every 500 --json runs.json   # with accuracy curves
     python benchmarks/synthetic.py --plot-curves curves.png runs.json                    # plot those curves
     python benchmarks/synthetic.py --summarise benchmarks/results/synthetic_modular_*.json   # every seed, merged
+    python benchmarks/synthetic.py --summarise a.json b.json --plot seeds.png      # and a figure of every seed
     python benchmarks/synthetic.py --tasks modular --pack --batch 512 --device cuda --prefetch   # on a GPU
 """
 
@@ -583,16 +584,27 @@ def summarise(json_paths: list[Path], compare: tuple[str, str] = PAPER_PAIR) -> 
     return {"groups": out_groups, "tests": tests_out, "paired": sign}
 
 
+def _settings_letters(groups: list[dict]) -> dict[str, str]:
+    """The settings of one task's summary groups named A, B, ... in order of first appearance, keyed by the options
+    in which they differ (as JSON)."""
+    letters: dict[str, str] = {}
+    for g in groups:
+        letters.setdefault(json.dumps(g["differs"], sort_keys=True), chr(ord("A") + len(letters)))
+    return letters
+
+
+def _letter(letters: dict[str, str], group: dict) -> str:
+    return letters[json.dumps(group["differs"], sort_keys=True)]
+
+
 def format_summary(summary: dict) -> str:
     """Markdown: per task, a table with one row per model and settings (settings named by a letter, listed under
     the table by the options in which they differ) and the permutation tests."""
     lines = []
     for task in dict.fromkeys(g["task"] for g in summary["groups"]):
         groups = [g for g in summary["groups"] if g["task"] == task]
-        letters: dict[str, str] = {}
-        for g in groups:
-            letters.setdefault(json.dumps(g["differs"], sort_keys=True), chr(ord("A") + len(letters)))
-        letter = {id(g): letters[json.dumps(g["differs"], sort_keys=True)] for g in groups}
+        letters = _settings_letters(groups)
+        letter = {id(g): _letter(letters, g) for g in groups}
         lines += [f"\n{task}: normalised accuracy (chance = 0) on the test lengths, every seed",
                   "| settings | model | seeds | test per seed | best | mean ± std | train (mean) |",
                   "|---|---|---|---|---|---|---|"]
@@ -610,7 +622,7 @@ def format_summary(summary: dict) -> str:
         if task_tests:
             lines.append("\nexact two-sided permutation test of the test accuracies over seeds (same settings):")
         for t in task_tests:
-            name = letters[json.dumps(t["differs"], sort_keys=True)]
+            name = _letter(letters, t)
             lines.append(f"- {name}: {t['a']} {t['mean_a']:.1f} vs {t['b']} {t['mean_b']:.1f}, "
                          f"p = {t['p_two_sided']:.3f}")
     sign = summary.get("paired")
@@ -619,6 +631,41 @@ def format_summary(summary: dict) -> str:
                      f"{sign['a_higher']}, {sign['b']} in {sign['b_higher']}; exact two-sided sign test "
                      f"p = {sign['p_two_sided']:.3f}")
     return "\n".join(lines).lstrip("\n")
+
+
+def plot_summary(summary: dict, path: Path) -> list[dict]:
+    """One panel per task of a --summarise: per model and settings, a bar at the best seed (the paper's measure),
+    a dot for every seed and a line at the mean. Returns what it drew, panel by panel."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(g["task"] for g in summary["groups"]))
+    order = {label: i for i, (label, _, _) in enumerate(MODELS)}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
+    drawn = []
+    for ax, task in zip(axes[0], tasks):
+        groups = [g for g in summary["groups"] if g["task"] == task]
+        letters = _settings_letters(groups)
+        groups.sort(key=lambda g: (_letter(letters, g), order.get(g["model"], len(order)), g["model"]))
+        names = [g["model"] + (f" [{_letter(letters, g)}]" if len(letters) > 1 else "") for g in groups]
+        for x, (name, g) in enumerate(zip(names, groups)):
+            tests = [r["test_acc"] for r in g["runs"].values()]
+            ax.bar(x, g["best"], 0.7, color="tab:blue", alpha=0.35, label="best seed" if x == 0 else None)
+            ax.plot([x] * len(tests), tests, "o", color="black", markersize=3, label="each seed" if x == 0 else None)
+            ax.plot([x - 0.3, x + 0.3], [g["mean"]] * 2, color="tab:red", label="mean" if x == 0 else None)
+            drawn.append({"task": task, "name": name, "best": g["best"], "mean": g["mean"], "seeds": list(g["runs"])})
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([f"{n}\n({len(g['runs'])} seeds)" for n, g in zip(names, groups)],
+                           rotation=30, ha="right", fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_ylim(-10, 105)
+        ax.set_ylabel("normalised test accuracy (chance = 0)")
+        ax.set_title(f"{task}: train 3-40, test 40-256")
+        ax.legend(fontsize=7)
+        if len(letters) > 1:
+            ax.text(0.01, 0.98, "\n".join(f"{v}: " + " ".join(f"{a}={b}" for a, b in json.loads(k).items())
+                                          for k, v in letters.items()),
+                    transform=ax.transAxes, va="top", fontsize=6)
+    _save(fig, path)
+    return drawn
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -694,7 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "run's time); with --pack every step has one input shape, without it each new length compiles")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--plot", type=Path, default=None, help="write a bar chart of the table to this PNG")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="write a bar chart of the table to this PNG (with --summarise: of the merged runs, "
+                        "every seed shown)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     parser.add_argument("--plot-curves", nargs="+", type=Path, default=None, metavar=("PNG", "JSON"),
                         help="plot the curves of runs made with --eval-every from these JSON files to PNG, and exit")
@@ -719,6 +768,8 @@ def main(argv: list[str] | None = None) -> dict:
             parser.error(f"--compare: {unknown} not a model label; use two of {labels}")
         summary = summarise(args.summarise, tuple(args.compare))
         print(format_summary(summary))
+        if args.plot:
+            summary["plotted"] = plot_summary(summary, args.plot)
         return summary
     if args.plot_curves:
         if len(args.plot_curves) < 2:

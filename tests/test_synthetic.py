@@ -321,6 +321,25 @@ def test_summarise_merges_seeds_across_files_and_keeps_settings_apart(tmp_path, 
         synthetic.main(["--summarise", *map(str, files), "--compare", "DeltaNet", "HQLT"])
 
 
+def test_summarise_plots_every_seed_of_the_merged_runs(tmp_path):
+    files = [
+        _record(tmp_path / "h.json", [(99.0, 80.0), (99.0, 60.0)], 0, model="HQLT synchronous", lr="0.005"),
+        _record(tmp_path / "d01.json", [(99.0, 30.0), (98.0, 50.0)], 0, lr="0.005"),
+        _record(tmp_path / "d2.json", [(97.0, 40.0)], 2, lr="0.005"),
+        _record(tmp_path / "old.json", [(90.0, 10.0)], 1),
+    ]
+    png = tmp_path / "fig" / "seeds.png"
+    out = synthetic.main(["--summarise", *map(str, files), "--plot", str(png)])
+    assert png.is_file() and png.stat().st_size > 0
+    # settings A (lr 0.005) before B (the default lr); within them the models in the table's order
+    assert [(d["name"], d["best"], d["seeds"]) for d in out["plotted"]] == [
+        ("DeltaNet [A]", 50.0, [0, 1, 2]), ("HQLT synchronous [A]", 80.0, [0, 1]), ("DeltaNet [B]", 10.0, [1])]
+    assert out["plotted"][0]["mean"] == pytest.approx(40.0)
+    # one setting: no letters in the names
+    out = synthetic.main(["--summarise", *map(str, files[:3]), "--plot", str(png)])
+    assert [d["name"] for d in out["plotted"]] == ["DeltaNet", "HQLT synchronous"]
+
+
 def test_summarise_rejects_a_seed_given_twice_and_a_foreign_file(tmp_path):
     a = _record(tmp_path / "a.json", [(99.0, 30.0)], 1)
     b = _record(tmp_path / "b.json", [(99.0, 31.0)], 1)
