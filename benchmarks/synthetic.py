@@ -658,7 +658,8 @@ def plot_summary(summary: dict, path: Path) -> list[dict]:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylim(-10, 105)
         ax.set_ylabel("normalised test accuracy (chance = 0)")
-        ax.set_title(f"{task}: train 3-40, test 40-256")
+        ranges = {"train {train_min}-{train_max}, test {test_min}-{test_max}".format(**g["settings"]) for g in groups}
+        ax.set_title(f"{task}: {ranges.pop()}" if len(ranges) == 1 else task)
         ax.legend(fontsize=7)
         if len(letters) > 1:
             ax.text(0.01, 0.98, "\n".join(f"{v}: " + " ".join(f"{a}={b}" for a, b in json.loads(k).items())
