@@ -14,6 +14,7 @@ success on fresh trials.
 
     python benchmarks/cross_episode.py --quick     # a few minutes, 1 seed
     python benchmarks/cross_episode.py             # 3 seeds, 100k steps each (~13 min of runs, 2 at a time on 2 cores)
+    python benchmarks/cross_episode.py --seeds 0 1 2 3 4 5 6 7   # 8 seeds (runs already saved are not repeated)
 
 Results: ``benchmarks/results/cross_episode.json`` (+ ``.md``), figure ``docs/img/cross_episode.png``; ``--quick``
 writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
@@ -30,7 +31,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rl import IMG_DIR, RESULTS_DIR, RunSpec, fmt_pm, group, load_results, run_all, wall_time_line  # noqa: E402
+from _rl import (  # noqa: E402
+    IMG_DIR,
+    RESULTS_DIR,
+    RunSpec,
+    fmt_pm,
+    group,
+    load_results,
+    permutation_p,
+    run_all,
+    wall_time_line,
+)
 
 K = 4
 CORRIDOR = 4
@@ -92,9 +103,37 @@ def tables(records: dict) -> str:
         greedy = [fmt_pm([r["eval"]["by_trial_episode"][k] for r in recs]) for k in range(K)]
         later = fmt_pm([float(np.mean(r["eval"]["by_trial_episode"][1:])) for r in recs])
         lines.append(f"| {label} | {len(recs)} | " + " | ".join(train + greedy) + f" | {later} |")
+    lines += carried_tests(groups)
     budgets = sorted({r["spec"]["total_timesteps"] for r in records.values()})
     lines += ["", f"Budget: {', '.join(f'{b:,}' for b in budgets)} env steps per run. " + wall_time_line(records)]
     return "\n".join(lines)
+
+
+def later_episodes(rec: dict) -> dict[str, float]:
+    """One run's success on episodes 2..K of the trials: training (last 100 episodes of each) and greedy."""
+    return {
+        "train": float(np.mean(rec["final_train_success_by_trial_episode"][1:])),
+        "greedy": float(np.mean(rec["eval"]["by_trial_episode"][1:])),
+    }
+
+
+def carried_tests(groups: dict) -> list[str]:
+    """The issue's requirement as a test over seeds: is the carried agent higher on episodes 2..K than each agent
+    that resets its memory? Exact one-sided permutation tests, training and greedy success (two seeds or more each)."""
+    by_name = {a: recs for (_, a), recs in groups.items()}
+    carried = by_name.get("hqlt-carry", [])
+    lines = []
+    for name in ("hqlt-reset", "lstm"):
+        other = by_name.get(name, [])
+        if min(len(carried), len(other)) < 2:
+            continue
+        ps = {what: permutation_p([later_episodes(r)[what] for r in carried], [later_episodes(r)[what] for r in other])
+              for what in ("train", "greedy")}
+        lines.append(f"- carried above {LABELS[name]} on episodes 2..{K} ({len(carried)} and {len(other)} seeds): "
+                     f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}")
+    if lines:
+        lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
+    return lines
 
 
 def _trial_curve(record: dict, ks: list[int]) -> np.ndarray:

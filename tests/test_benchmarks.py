@@ -295,6 +295,37 @@ def test_evaluate_greedy_counts_trial_episodes() -> None:
     assert 0.0 < by_k[0] < 1.0
 
 
+def test_cross_episode_report_tests_the_carried_agent_against_each_reset_agent() -> None:
+    import cross_episode
+
+    def record(agent: str, variant: str, seed: int, greedy_later: float, train_later: float) -> dict:
+        return {
+            "spec": {"task": "trials", "agent": agent, "variant": variant, "seed": seed, "total_timesteps": 100},
+            "final_train_success_by_trial_episode": [0.5, train_later, train_later, train_later],
+            "eval": {"by_trial_episode": [0.5, greedy_later, greedy_later, greedy_later]},
+            "train_seconds": 1.0,
+        }
+
+    records = {}
+    for seed, carried in enumerate([0.9, 0.8, 0.95]):
+        records[f"c{seed}"] = record("hqlt", "carry", seed, carried, carried)
+        # the reset agent: lower than every carried seed when greedy, higher than every one in training
+        records[f"r{seed}"] = record("hqlt", "reset", seed, 0.4 + 0.05 * seed, 0.99)
+    later = cross_episode.later_episodes(records["c0"])
+    assert later == {"train": pytest.approx(0.9), "greedy": pytest.approx(0.9)}
+    text = cross_episode.tables(records)
+    # greedy: the observed split is the most extreme of the 20 splits of 3 + 3 (p = 1/20); training: the least (p = 1)
+    assert "- carried above HQLT, FW reset each episode on episodes 2..4 (3 and 3 seeds): training p = 1, " \
+        "greedy p = 0.05" in text
+    # the LSTM is tested only with two seeds or more of it
+    records["l0"] = record("lstm", "", 0, 0.5, 0.5)
+    assert "above LSTM" not in cross_episode.tables(records)
+    records["l1"] = record("lstm", "", 1, 0.5, 0.5)
+    # 3 carried seeds above 2 LSTM seeds: 1 of the 10 splits of 3 + 2
+    assert "- carried above LSTM (reset each episode) on episodes 2..4 (3 and 2 seeds): training p = 0.1, " \
+        "greedy p = 0.1" in cross_episode.tables(records)
+
+
 def test_stability_collapse_rule() -> None:
     import ppo_stability
 
