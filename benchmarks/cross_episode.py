@@ -101,7 +101,7 @@ def tables(records: dict) -> str:
             continue
         train = [fmt_pm([r["final_train_success_by_trial_episode"][k] for r in recs]) for k in range(K)]
         greedy = [fmt_pm([r["eval"]["by_trial_episode"][k] for r in recs]) for k in range(K)]
-        later = fmt_pm([float(np.mean(r["eval"]["by_trial_episode"][1:])) for r in recs])
+        later = fmt_pm([later_episodes(r)["greedy"] for r in recs])
         lines.append(f"| {label} | {len(recs)} | " + " | ".join(train + greedy) + f" | {later} |")
     lines += carried_tests(groups)
     budgets = sorted({r["spec"]["total_timesteps"] for r in records.values()})
@@ -120,15 +120,14 @@ def later_episodes(rec: dict) -> dict[str, float]:
 def carried_tests(groups: dict) -> list[str]:
     """The issue's requirement as a test over seeds: is the carried agent higher on episodes 2..K than each agent
     that resets its memory? Exact one-sided permutation tests, training and greedy success (two seeds or more each)."""
-    by_name = {a: recs for (_, a), recs in groups.items()}
-    carried = by_name.get("hqlt-carry", [])
+    later = {a: [later_episodes(r) for r in recs] for (_, a), recs in groups.items()}
+    carried = later.get("hqlt-carry", [])
     lines = []
     for name in ("hqlt-reset", "lstm"):
-        other = by_name.get(name, [])
+        other = later.get(name, [])
         if min(len(carried), len(other)) < 2:
             continue
-        ps = {what: permutation_p([later_episodes(r)[what] for r in carried], [later_episodes(r)[what] for r in other])
-              for what in ("train", "greedy")}
+        ps = {what: permutation_p([x[what] for x in carried], [x[what] for x in other]) for what in ("train", "greedy")}
         lines.append(f"- carried above {LABELS[name]} on episodes 2..{K} ({len(carried)} and {len(other)} seeds): "
                      f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}")
     if lines:
