@@ -349,6 +349,49 @@ def _vm_comparison(first: list[dict], second: list[dict], names: tuple[str, str]
     return out
 
 
+def _ranks(values: list[float]) -> list[float]:
+    """1-based ranks of ``values``, ties given the mean of the ranks they span (so ranks lie on a 0.5 grid)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[str, str]) -> list[str]:
+    """Does ``first`` take more env steps than ``second`` to reach 0.9 on one T-Maze length? Both are read at the
+    smaller budget either had (a run made with ``--budget-scale 2`` counts as not there if it got there only after
+    that budget), and a run that did not get there within it ranks after every run that did (ties among them). An
+    exact one-sided permutation test on the ranks over seeds (the Mann-Whitney test, exact)."""
+    if len(first) < 2 or len(second) < 2:
+        return []
+    budget = min(r["spec"]["total_timesteps"] for r in first + second)
+
+    def steps(r: dict) -> float:
+        s = r["steps_to_success"]
+        return float(s) if s is not None and s <= budget else float("inf")
+
+    a, b = [steps(r) for r in first], [steps(r) for r in second]
+    ranks = _ranks(a + b)
+    p = permutation_p(ranks[: len(a)], ranks[len(a) :])
+
+    def show(values: list[float]) -> str:
+        return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
+
+    return [
+        f"- {names[0]} slower than {names[1]}? Env steps to 0.9 within {budget:,} (the smaller budget; '-': not "
+        f"within it), by seed: {show(a)} against {show(b)}; reached {sum(v < float('inf') for v in a)} of {len(a)} "
+        f"against {sum(v < float('inf') for v in b)} of {len(b)}. Exact one-sided permutation test on the ranks "
+        f"(those not there rank last): p = {p:.3f}"
+    ]
+
+
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
     groups = _by_agent(records)
     agents = [a for a in AGENT_LABELS if any(name == a for _, name in groups)]
@@ -394,6 +437,13 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
             label = agent_label(agent, [r for t in tm for r in groups.get((t, agent), [])])
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
+    speed = []
+    for t in tm:
+        hqlt, deltanet = (sorted(groups.get((t, a), []), key=lambda r: r["spec"]["seed"]) for a in ("hqlt", "deltanet"))
+        names = (f"{t}: " + agent_label("hqlt", hqlt), agent_label("deltanet", deltanet))
+        speed += _tmaze_speed_comparison(hqlt, deltanet, names)
+    if speed:
+        lines += ["**Passive T-Maze: does the hybrid learn more slowly than DeltaNet?**", ""] + speed + [""]
     budgets = sorted({(r["spec"]["task"], r["spec"]["total_timesteps"]) for r in records.values()}, key=lambda tb: tb[1])
     lines.append("Budgets (env steps per run): " + ", ".join(f"{t}: {b:,}" for t, b in budgets))
     vm = f"visualmatch-D{distractor}"
@@ -502,7 +552,8 @@ def _late_mean(record: dict, share: float = 0.25) -> float | None:
 
 def load_records_from(folders: list[Path] | None) -> dict:
     """The runs already in these folders' results files (``--records-from``), read-only: a report can set the runs of
-    one folder (e.g. a variant) beside reference runs made into another, without running those again."""
+    one folder (e.g. a variant) beside reference runs made into another, without running those again. Where two
+    folders hold a run of the same key (the same task, agent, variant and seed), the later folder's is taken."""
     records: dict = {}
     for folder in folders or []:
         path = Path(folder) / "memory_length.json"
@@ -650,7 +701,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         metavar="FOLDER",
         help="take the runs these folders' results files already hold (read-only, not rerun) into this call's report, "
-        "e.g. the reference runs beside a variant run into --out",
+        "e.g. the reference runs beside a variant run into --out; where two hold the same run, the later folder's",
     )
     p.add_argument("--force", action="store_true", help="rerun runs already in the results file")
     p.add_argument("--report-only", action="store_true", help="only rebuild tables and figures from the results file")

@@ -460,6 +460,43 @@ def test_kv_window_variant_is_a_full_context_reference(tmp_path: Path, monkeypat
     assert cue_signal.measure("kv", 30, None, seed=0, n_episodes=4, kv_window=128)["retention"] > 0.05
 
 
+def test_tmaze_report_tests_whether_hqlt_learns_more_slowly_than_deltanet(tmp_path: Path) -> None:
+    """The T-Maze report reads both agents at the smaller budget (a 2x-budget run that got to 0.9 only after it
+    counts as not there) and ranks those not there last: ranks HQLT 2 / 5.5 / 5.5 against DeltaNet 1 / 3 / 4, and 3
+    of the 20 splits of the six ranks give the first group a sum of at least 13, so p = 3 / 20."""
+    from memory_length import _ranks, load_records_from, tables, tmaze_specs
+
+    assert _ranks([3.0, 1.0, float("inf"), 2.0, float("inf")]) == [3.0, 1.0, 4.5, 2.0, 4.5]
+
+    def folder(name: str, agent: str, scale: float, steps: list[int | None]) -> Path:
+        records = {}
+        for spec in tmaze_specs([1024], [agent], [0, 1, 2], quick=False, budget_scale=scale):
+            records[spec.key] = {
+                "key": spec.key, "spec": dataclasses.asdict(spec), "final_train_success": 0.9,
+                "steps_to_success": steps[spec.seed], "eval": {"success": 0.5}, "train_seconds": 60.0,
+                "final_train_ended_by_task": 1.0, "curve_steps": [1000], "curve_success": [0.9],
+            }
+        _rl.save_results(tmp_path / name / "memory_length.json", records, meta={})
+        return tmp_path / name
+
+    one_x = folder("sweep", "hqlt", 1.0, [611_000, None, None])
+    folder("sweep", "deltanet", 1.0, [500_000, 700_000, 900_000])
+    two_x = folder("twice", "hqlt", 2.0, [600_000, 1_500_000, None])
+    records = load_records_from([one_x, two_x])  # the later folder's HQLT runs replace the earlier's
+    assert records["tmaze-L1024/hqlt/seed1"]["steps_to_success"] == 1_500_000
+    assert records["tmaze-L1024/deltanet/seed1"]["steps_to_success"] == 700_000
+    text = tables(records, [1024], 30)
+    assert (
+        "- tmaze-L1024: HQLT (sync) slower than DeltaNet? Env steps to 0.9 within 1,025,000 (the smaller budget; '-': "
+        "not within it), by seed: 600k / - / - against 500k / 700k / 900k; reached 1 of 3 against 3 of 3. Exact "
+        "one-sided permutation test on the ranks (those not there rank last): p = 0.150"
+    ) in text
+    # given the 2x budget to both, the 1.5M run counts, and DeltaNet alone: no test
+    assert "within 2,050,000" not in text
+    alone = {k: r for k, r in records.items() if r["spec"]["agent"] == "hqlt"}
+    assert "slower than" not in tables(alone, [1024], 30)
+
+
 def test_hqlt_window_variant_reported_beside_reference_runs_from_another_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
