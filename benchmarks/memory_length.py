@@ -364,7 +364,7 @@ def _ranks(values: list[float]) -> list[float]:
     return ranks
 
 
-def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[str, str]) -> list[str]:
+def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[str, str], task: str) -> list[str]:
     """Does ``first`` take more env steps than ``second`` to reach 0.9 on one T-Maze length? Both are read at the
     smaller budget either had (a run made with ``--budget-scale 2`` counts as not there if it got there only after
     that budget), and a run that did not get there within it ranks after every run that did (ties among them). An
@@ -384,12 +384,24 @@ def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[
     def show(values: list[float]) -> str:
         return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
 
-    return [
-        f"- {names[0]} slower than {names[1]}? Env steps to 0.9 within {budget:,} (the smaller budget; '-': not "
+    def success(r: dict) -> float | None:  # the trailing rate at the last curve point within the budget
+        within = [v for step, v in zip(r["curve_steps"], r["curve_success"]) if step <= budget and v is not None]
+        return within[-1] if within else None
+
+    out = [
+        f"- {task}: {names[0]} slower than {names[1]}? Env steps to 0.9 within {budget:,} (the smaller budget; '-': not "
         f"within it), by seed: {show(a)} against {show(b)}; reached {sum(v < float('inf') for v in a)} of {len(a)} "
         f"against {sum(v < float('inf') for v in b)} of {len(b)}. Exact one-sided permutation test on the ranks "
         f"(those not there rank last): p = {p:.3f}"
     ]
+    sa, sb = [success(r) for r in first], [success(r) for r in second]
+    if None not in sa + sb:
+        out.append(
+            f"- {task}: {names[1]} above {names[0]} in training success at {budget:,} (the last curve point within it)? "
+            f"{' / '.join(f'{v:.2f}' for v in sb)} against {' / '.join(f'{v:.2f}' for v in sa)} (means "
+            f"{np.mean(sb):.2f} and {np.mean(sa):.2f}); exact one-sided permutation test p = {permutation_p(sb, sa):.3f}"
+        )
+    return out
 
 
 def tables(records: dict, lengths: list[int], distractor: int) -> str:
@@ -440,8 +452,8 @@ def tables(records: dict, lengths: list[int], distractor: int) -> str:
     speed = []
     for t in tm:
         hqlt, deltanet = (sorted(groups.get((t, a), []), key=lambda r: r["spec"]["seed"]) for a in ("hqlt", "deltanet"))
-        names = (f"{t}: " + agent_label("hqlt", hqlt), agent_label("deltanet", deltanet))
-        speed += _tmaze_speed_comparison(hqlt, deltanet, names)
+        names = (agent_label("hqlt", hqlt), agent_label("deltanet", deltanet))
+        speed += _tmaze_speed_comparison(hqlt, deltanet, names, t)
     if speed:
         lines += ["**Passive T-Maze: does the hybrid learn more slowly than DeltaNet?**", ""] + speed + [""]
     budgets = sorted({(r["spec"]["task"], r["spec"]["total_timesteps"]) for r in records.values()}, key=lambda tb: tb[1])
