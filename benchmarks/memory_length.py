@@ -351,17 +351,7 @@ def _vm_comparison(first: list[dict], second: list[dict], names: tuple[str, str]
 
 def _ranks(values: list[float]) -> list[float]:
     """1-based ranks of ``values``, ties given the mean of the ranks they span (so ranks lie on a 0.5 grid)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
+    return [sum(u < v for u in values) + (sum(u == v for u in values) + 1) / 2 for v in values]
 
 
 def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[str, str], task: str) -> list[str]:
