@@ -354,6 +354,23 @@ def _ranks(values: list[float]) -> list[float]:
     return [sum(u < v for u in values) + (sum(u == v for u in values) + 1) / 2 for v in values]
 
 
+def _steps_within(r: dict, budget: int) -> float:
+    """Env steps a run took to reach 0.9, read at ``budget`` (inf: not within it, also for a longer run that got
+    there only after it)."""
+    s = r["steps_to_success"]
+    return float(s) if s is not None and s <= budget else float("inf")
+
+
+def _success_at(r: dict, budget: int) -> float | None:
+    """A run's trailing training success at ``budget``: the last curve point within it (None: none yet)."""
+    within = [v for step, v in zip(r["curve_steps"], r["curve_success"]) if step <= budget and v is not None]
+    return within[-1] if within else None
+
+
+def _show_steps(values: list[float]) -> str:
+    return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
+
+
 def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[str, str], task: str) -> list[str]:
     """Does ``first`` take more env steps than ``second`` to reach 0.9 on one T-Maze length? Both are read at the
     smaller budget either had (a run made with ``--budget-scale 2`` counts as not there if it got there only after
@@ -362,29 +379,16 @@ def _tmaze_speed_comparison(first: list[dict], second: list[dict], names: tuple[
     if len(first) < 2 or len(second) < 2:
         return []
     budget = min(r["spec"]["total_timesteps"] for r in first + second)
-
-    def steps(r: dict) -> float:
-        s = r["steps_to_success"]
-        return float(s) if s is not None and s <= budget else float("inf")
-
-    a, b = [steps(r) for r in first], [steps(r) for r in second]
+    a, b = [_steps_within(r, budget) for r in first], [_steps_within(r, budget) for r in second]
     ranks = _ranks(a + b)
     p = permutation_p(ranks[: len(a)], ranks[len(a) :])
-
-    def show(values: list[float]) -> str:
-        return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
-
-    def success(r: dict) -> float | None:  # the trailing rate at the last curve point within the budget
-        within = [v for step, v in zip(r["curve_steps"], r["curve_success"]) if step <= budget and v is not None]
-        return within[-1] if within else None
-
     out = [
         f"- {task}: {names[0]} slower than {names[1]}? Env steps to 0.9 within {budget:,} (the smaller budget; '-': not "
-        f"within it), by seed: {show(a)} against {show(b)}; reached {sum(v < float('inf') for v in a)} of {len(a)} "
-        f"against {sum(v < float('inf') for v in b)} of {len(b)}. Exact one-sided permutation test on the ranks "
-        f"(those not there rank last): p = {p:.3f}"
+        f"within it), by seed: {_show_steps(a)} against {_show_steps(b)}; reached {sum(v < float('inf') for v in a)} "
+        f"of {len(a)} against {sum(v < float('inf') for v in b)} of {len(b)}. Exact one-sided permutation test on the "
+        f"ranks (those not there rank last): p = {p:.3f}"
     ]
-    sa, sb = [success(r) for r in first], [success(r) for r in second]
+    sa, sb = [_success_at(r, budget) for r in first], [_success_at(r, budget) for r in second]
     if None not in sa + sb:
         out.append(
             f"- {task}: {names[1]} above {names[0]} in training success at {budget:,} (the last curve point within it)? "
@@ -565,23 +569,163 @@ def load_records_from(folders: list[Path] | None) -> dict:
     return records
 
 
-def load_conditions(pairs: list[str], distractor: int) -> list[tuple[str, dict]]:
-    """``LABEL=FOLDER`` arguments -> ``[(label, {agent: [records over seeds]})]``: each folder's Visual Match runs at
-    this distractor length (a folder written by one call of this script with ``--out``)."""
-    out = []
-    for pair in pairs:
-        label, sep, folder = pair.rpartition("=")  # the last "=": a label may hold one ("S = 16=folder")
-        if not sep or not label or not folder:
-            raise SystemExit(f"--compare: expected LABEL=FOLDER (e.g. 'no apples=benchmarks/results/x'), got {pair!r}")
+def _condition(pair: str, tasks: set[str], fix: str, agents: list[str] | None, seeds: list[int] | None) -> tuple:
+    """One ``LABEL=FOLDER[,FOLDER...]`` argument of ``--compare`` -> ``(label, {(task, agent): [records by seed]})``:
+    the runs of these tasks (and agents and seeds, where given) that its folders' results files hold; where two
+    folders hold the same run, the later folder's, as with ``--records-from``."""
+    label, sep, folders = pair.rpartition("=")  # the last "=": a label may hold one ("S = 16=folder")
+    if not sep or not label or not folders:
+        raise SystemExit(f"--compare: expected LABEL=FOLDER (e.g. 'no apples=benchmarks/results/x'), got {pair!r}")
+    records: dict = {}
+    for folder in folders.split(","):
         path = Path(folder) / "memory_length.json"
         if not path.is_file():
             raise SystemExit(f"--compare {label!r}: no results file {path}; run the sweep with --out {folder} first")
-        task = f"visualmatch-D{distractor}"
-        records = {k: r for k, r in load_results(path).items() if r["spec"]["task"] == task}
-        if not records:
-            raise SystemExit(f"--compare {label!r}: {path} has no {task} runs; is --distractor {distractor} right?")
-        out.append((label, {agent: recs for (_, agent), recs in sorted(_by_agent(records).items())}))
+        records.update(load_results(path))
+    records = {
+        k: r
+        for k, r in records.items()
+        if r["spec"]["task"] in tasks
+        and (agents is None or r["spec"]["agent"] in agents)
+        and (seeds is None or r["spec"]["seed"] in seeds)
+    }
+    if not records:
+        raise SystemExit(f"--compare {label!r}: {folders} hold no {' / '.join(sorted(tasks))} runs; {fix}")
+    return label, {key: sorted(recs, key=lambda r: r["spec"]["seed"]) for key, recs in sorted(_by_agent(records).items())}
+
+
+def load_conditions(
+    pairs: list[str], distractor: int, agents: list[str] | None = None, seeds: list[int] | None = None
+) -> list[tuple[str, dict]]:
+    """``LABEL=FOLDER[,FOLDER...]`` arguments -> ``[(label, {agent: [records over seeds]})]``: each setting's Visual
+    Match runs at this distractor length (folders written by calls of this script with ``--out``)."""
+    task = f"visualmatch-D{distractor}"
+    out = []
+    for pair in pairs:
+        label, by_key = _condition(pair, {task}, f"is --distractor {distractor} right?", agents, seeds)
+        out.append((label, {agent: recs for (_, agent), recs in by_key.items()}))
     return out
+
+
+def load_tmaze_conditions(
+    pairs: list[str], lengths: list[int], agents: list[str] | None = None, seeds: list[int] | None = None
+) -> list[tuple[str, dict]]:
+    """``LABEL=FOLDER[,FOLDER...]`` arguments -> ``[(label, {(task, agent): [records over seeds]})]``: each setting's
+    T-Maze runs at these lengths. A setting may gather its seeds from several folders (e.g. seeds 0-2 of one call and
+    3-7 of a later one, or runs made with ``--budget-scale 2``: the comparison reads every run at the smallest budget)."""
+    tasks = {f"tmaze-L{n}" for n in lengths}
+    return [_condition(pair, tasks, "are --lengths right?", agents, seeds) for pair in pairs]
+
+
+def _tmaze_budgets(conditions: list[tuple[str, dict]]) -> dict[str, int]:
+    """Per T-Maze task, the smallest budget any setting's run of it had: every run is read there."""
+    budgets: dict[str, int] = {}
+    for _, by_key in conditions:
+        for (task, _), recs in by_key.items():
+            budgets[task] = min([budgets.get(task, 1 << 62)] + [r["spec"]["total_timesteps"] for r in recs])
+    return budgets
+
+
+def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) -> str:
+    """T-Maze settings side by side: per length, agent and setting the env steps to 0.9 and the training success,
+    every run read at the smallest budget any run of that length had; then each later setting against the first,
+    same agent: the steps by rank (those not there last) and the success at the budget, each with an exact
+    two-sided permutation test over seeds (a setting may help or hurt)."""
+    budgets = _tmaze_budgets(conditions)
+    agents = [a for a in AGENT_LABELS if any(a == agent for _, by_key in conditions for _, agent in by_key)]
+    lines = ["**Passive T-Maze: settings compared** (chance 0.5; every run read at the budget named)", ""]
+    first_label, first = conditions[0]
+    for n in lengths:
+        task = f"tmaze-L{n}"
+        if task not in budgets:
+            continue
+        budget = budgets[task]
+        lines += [
+            f"*L = {n}, read at {budget:,} env steps*",
+            "",
+            "| agent | setting | steps to 0.9 by seed ('-': not within the budget) | reached | median steps "
+            "(of those reached) | training success at the budget | seeds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for agent in agents:
+            for label, by_key in conditions:
+                recs = by_key.get((task, agent), [])
+                if not recs:
+                    continue
+                steps = [_steps_within(r, budget) for r in recs]
+                reached = [v for v in steps if v < float("inf")]
+                success = [v for v in (_success_at(r, budget) for r in recs) if v is not None]
+                lines.append(
+                    f"| {agent_label(agent, recs)} | {label} | {_show_steps(steps)} | {len(reached)} of {len(recs)} | "
+                    f"{f'{np.median(reached) / 1000:.0f}k' if reached else '-'} | {fmt_pm(success)} | "
+                    f"{', '.join(str(r['spec']['seed']) for r in recs)} |"
+                )
+        lines.append("")
+        for label, by_key in conditions[1:]:
+            for agent in agents:
+                a, b = by_key.get((task, agent), []), first.get((task, agent), [])
+                if len(a) < 2 or len(b) < 2:
+                    continue
+                ranks = _ranks([_steps_within(r, budget) for r in a + b])
+                p_steps = permutation_p(ranks[: len(a)], ranks[len(a) :], alternative="two-sided")
+                sa, sb = [_success_at(r, budget) for r in a], [_success_at(r, budget) for r in b]
+                test = ""
+                if None not in sa + sb:
+                    p_success = permutation_p(sa, sb, alternative="two-sided")
+                    test = f"; success at the budget {np.mean(sa):.2f} against {np.mean(sb):.2f}, p = {p_success:.3f}"
+                lines.append(
+                    f"- {AGENT_LABELS[agent]}, *{label}* against *{first_label}*: steps to 0.9, mean rank "
+                    f"{np.mean(ranks[: len(a)]):.1f} against {np.mean(ranks[len(a) :]):.1f} (rank 1 the soonest), "
+                    f"p = {p_steps:.3f}{test} (exact two-sided permutation tests over seeds)"
+                )
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def _curves_to(records: list[dict], budget: int) -> list[dict]:
+    """The records' curves up to ``budget`` on one grid (the coarsest one among them, e.g. that of a 2x-budget run),
+    each point the run's last curve value at or before it, so that runs of different budgets share a plot."""
+    grids = [[s for s in r["curve_steps"] if s <= budget] for r in records]
+    grid = min(grids, key=len)
+    out = []
+    for r in records:
+        values = []
+        for g in grid:
+            known = [v for s, v in zip(r["curve_steps"], r["curve_success"]) if s <= g]
+            values.append(known[-1] if known else None)
+        out.append({**r, "curve_steps": grid, "curve_success": values})
+    return out
+
+
+def plot_tmaze_conditions(conditions: list[tuple[str, dict]], lengths: list[int], path: Path) -> None:
+    """One row per length and one panel per agent, one curve (mean, min-max band over seeds) per setting, to the
+    budget every run is read at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = _tmaze_budgets(conditions)
+    tasks = [f"tmaze-L{n}" for n in lengths if f"tmaze-L{n}" in budgets]
+    agents = [a for a in AGENT_LABELS if any(a == agent for _, by_key in conditions for _, agent in by_key)]
+    fig, axes = plt.subplots(
+        len(tasks), len(agents), figsize=(4.2 * len(agents), 3.6 * len(tasks)), squeeze=False, sharey=True
+    )
+    for row, task in zip(axes, tasks):
+        for ax, agent in zip(row, agents):
+            groups = {
+                label: _curves_to(by_key[(task, agent)], budgets[task])
+                for label, by_key in conditions
+                if (task, agent) in by_key
+            }
+            if groups:
+                plot_curves(groups, f"{AGENT_LABELS[agent]}, L = {task.split('-L')[1]}", path, ax=ax, chance=0.5)
+                ax.legend(fontsize=7)
+    fig.suptitle("Passive T-Maze: settings compared", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def compare_table(conditions: list[tuple[str, dict]], distractor: int) -> str:
@@ -710,23 +854,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--compare",
         nargs="+",
-        metavar="LABEL=FOLDER",
+        metavar="LABEL=FOLDER[,FOLDER...]",
         default=None,
-        help="compare Visual Match settings run into separate --out folders (the first is the reference), at "
-        "--distractor; writes visualmatch_conditions.md / .png into --out; runs nothing",
+        help="compare settings run into separate --out folders (the first is the reference; a setting may gather "
+        "its runs from several folders, the later folder's where two hold one run): Visual Match at --distractor "
+        "(writes visualmatch_conditions.md / .png into --out), or with --tasks tmaze the T-Maze at --lengths, every "
+        "run read at the smallest budget of its length (tmaze_conditions.md / .png); --agents / --seeds select; "
+        "runs nothing",
     )
     args = p.parse_args(argv)
 
     if args.compare:
-        if args.distractor is None or args.out is None:
-            raise SystemExit("--compare needs --distractor (the runs' distractor length) and --out (where to write)")
-        conditions = load_conditions(args.compare, args.distractor)
-        text = compare_table(conditions, args.distractor)
+        if args.out is None:
+            raise SystemExit("--compare needs --out (where to write the table and the figure)")
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "visualmatch_conditions.md").write_text(text + "\n")
+        if args.tasks == ["tmaze"]:
+            if not args.lengths:
+                raise SystemExit("--compare with --tasks tmaze needs --lengths (the T-Maze lengths to compare)")
+            conditions = load_tmaze_conditions(args.compare, args.lengths, args.agents, args.seeds)
+            text, stem = tmaze_compare_table(conditions, args.lengths), "tmaze_conditions"
+            plot_tmaze_conditions(conditions, args.lengths, args.out / f"{stem}.png")
+        else:
+            if args.distractor is None:
+                raise SystemExit(
+                    "--compare needs --distractor (the Visual Match runs' distractor length), or --tasks tmaze and "
+                    "--lengths for T-Maze runs"
+                )
+            conditions = load_conditions(args.compare, args.distractor, args.agents, args.seeds)
+            text, stem = compare_table(conditions, args.distractor), "visualmatch_conditions"
+            plot_conditions(conditions, args.distractor, args.out / f"{stem}.png")
+        (args.out / f"{stem}.md").write_text(text + "\n")
         print(text)
-        plot_conditions(conditions, args.distractor, args.out / "visualmatch_conditions.png")
-        print(f"wrote {args.out / 'visualmatch_conditions.png'}")
+        print(f"wrote {args.out / (stem + '.png')}")
         return
 
     check_window(args.kv_window)

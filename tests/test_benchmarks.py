@@ -172,6 +172,57 @@ def test_visual_match_settings_compared_seed_by_seed(tmp_path: Path) -> None:
         main(["--compare", str(tmp_path / "a"), "--distractor", "10", "--out", str(out)])
 
 
+def test_tmaze_settings_compared_at_the_smallest_budget(tmp_path: Path) -> None:
+    """A T-Maze setting may gather its seeds from several folders (the later folder's run wins, here a 2x-budget
+    seed 1 that reached 0.9 only after the 1x budget, so '-'). Steps by rank: 'bias 2' 30k / 50k / 20k (ranks 2, 4,
+    1) against 40k / - / 90k (3, 6, 5); 4 of the 20 splits of ranks 1-6 are as far from the mean sum (sums 6, 7, 14,
+    15): p = 0.2. Success: 1.00 / 0.97 / 0.99 against 0.95 / 0.60 / 0.92; only the observed split and its mirror
+    are as extreme: p = 0.1."""
+    from memory_length import main, tmaze_specs
+
+    def write(folder: Path, runs: dict[int, tuple[int | None, float]], scale: float = 1.0, bias: float = 0.0) -> None:
+        records = {}
+        for spec in tmaze_specs([64], ["hqlt"], list(runs), quick=False, budget_scale=scale, mixer_bias=bias):
+            steps, success = runs[spec.seed]
+            budget = spec.total_timesteps
+            records[spec.key] = {
+                "key": spec.key, "spec": dataclasses.asdict(spec), "final_train_success": 1.0 if scale > 1 else success,
+                "steps_to_success": steps, "eval": {"success": 0.5}, "train_seconds": 1.0,
+                "final_train_ended_by_task": 1.0, "curve_steps": [budget // 2, budget],
+                "curve_success": [success, 1.0] if scale > 1 else [0.5, success],
+            }
+        _rl.save_results(folder / "memory_length.json", records, meta={})
+
+    write(tmp_path / "a1", {0: (40_000, 0.95), 1: (10_000, 1.0)})
+    write(tmp_path / "a2", {1: (150_000, 0.6)}, scale=2.0)  # replaces a1's seed 1; read at 102,400: not there, 0.60
+    write(tmp_path / "a3", {2: (90_000, 0.92)})
+    write(tmp_path / "b", {0: (30_000, 1.0), 1: (50_000, 0.97), 2: (20_000, 0.99)}, bias=2.0)
+    out = tmp_path / "out"
+    first = "bias 0=" + ",".join(str(tmp_path / f) for f in ("a1", "a2", "a3"))
+    main(["--compare", first, f"bias 2={tmp_path / 'b'}", "--tasks", "tmaze", "--lengths", "64", "--out", str(out)])
+    text = (out / "tmaze_conditions.md").read_text()
+    assert "*L = 64, read at 102,400 env steps*" in text
+    assert "| HQLT (sync) | bias 0 | 40k / - / 90k | 2 of 3 | 65k | 0.82 ± 0.16 | 0, 1, 2 |" in text
+    assert "| HQLT (sync) [mixer_bias 2] | bias 2 | 30k / 50k / 20k | 3 of 3 | 30k | 0.99 ± 0.01 | 0, 1, 2 |" in text
+    assert (
+        "- HQLT (sync), *bias 2* against *bias 0*: steps to 0.9, mean rank 2.3 against 4.7 (rank 1 the soonest), "
+        "p = 0.200; success at the budget 0.99 against 0.82, p = 0.100 (exact two-sided permutation tests over seeds)"
+    ) in text
+    assert (out / "tmaze_conditions.png").stat().st_size > 0
+    # --seeds selects; one seed per setting is too few to test
+    main(["--compare", first, f"bias 2={tmp_path / 'b'}", "--tasks", "tmaze", "--lengths", "64", "--seeds", "0",
+          "--out", str(out)])
+    text = (out / "tmaze_conditions.md").read_text()
+    assert "| 40k | 1 of 1 |" in text and "against" not in text
+    with pytest.raises(SystemExit, match="are --lengths right"):
+        main(["--compare", first, "--tasks", "tmaze", "--lengths", "256", "--out", str(out)])
+    with pytest.raises(SystemExit, match="needs --lengths"):
+        main(["--compare", first, "--tasks", "tmaze", "--out", str(out)])
+    with pytest.raises(SystemExit, match="run the sweep with --out"):
+        main(["--compare", f"x={tmp_path / 'a1'},{tmp_path / 'missing'}", "--tasks", "tmaze", "--lengths", "64",
+              "--out", str(out)])
+
+
 def test_steps_to_success_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="same length"):
         _rl.steps_to_success([1, 2], [1], window=1)
