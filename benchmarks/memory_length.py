@@ -22,6 +22,9 @@ last 100 training episodes first reaches 0.9).
     python benchmarks/memory_length.py --tasks tmaze --lengths 16 64 --seeds 0 1 2 --agents hqlt kv lstm
     python benchmarks/memory_length.py --tasks tmaze --lengths 16 64 256 --agents hqlt --target-kl 0.02 \
         --out benchmarks/results/stability        # a stability variant, kept in its own folder
+    python benchmarks/memory_length.py --compare "bias 0=benchmarks/results" \
+        "bias 2=benchmarks/results/tmaze_mixbias2" --tasks tmaze --lengths 64 256 --agents hqlt \
+        --out benchmarks/results/cmp                # two settings side by side, from their folders; runs nothing
 
 Results: ``benchmarks/results/memory_length.json`` (+ ``.md`` tables), figures under ``docs/img/``; ``--quick``
 writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
