@@ -228,6 +228,10 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
     return MemoryPPO("MlpMemoryPolicy", env, seed=spec.seed, device="cpu", policy_kwargs=policy_kwargs, **ppo)
 
 
+# the run label (variant) of each learning-rate schedule a sweep may ask for in ``spec.ppo["lr_schedule"]``
+LR_VARIANTS = {"constant": "", "linear": "lrdecay", "decay_on_success": "lrdecay-success"}
+
+
 def schedule_callbacks(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> list[Any]:
     """Callbacks the spec's learning-rate schedule needs: ``decay_on_success`` keeps the rate constant until the
     success rate of the last ``window`` training episodes reaches ``threshold``, then decays it linearly to 0 at the

@@ -44,6 +44,7 @@ from _rl import (  # noqa: E402
     AGENT_COLOURS,
     AGENT_LABELS,
     IMG_DIR,
+    LR_VARIANTS,
     RESULTS_DIR,
     RunSpec,
     fmt_pm,
@@ -133,12 +134,16 @@ def tmaze_specs(
     mixer_bias: float = 0.0,
     kv_window: int | None = None,
     hqlt_window: int | None = None,
+    lr_schedule: str = "constant",
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
     ``lr<lr>`` and kept apart from the main table (the main sweep ignores them). A nonzero ``mixer_bias`` starts
     HQLT's blend leaning on the fast weights (``MemoryConfig.mixer_bias``); its HQLT runs get ``mixbias<b>`` too.
-    ``kv_window`` / ``hqlt_window`` set the KV-only / HQLT agent's window (its runs get ``window<S>``)."""
+    ``kv_window`` / ``hqlt_window`` set the KV-only / HQLT agent's window (its runs get ``window<S>``). An
+    ``lr_schedule`` other than ``constant`` (``linear``: decayed to 0 over the budget; ``decay_on_success``: constant
+    until 0.9 success over the last 100 episodes, then decayed to 0 at the budget) labels the runs ``lrdecay`` /
+    ``lrdecay-success``."""
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -163,9 +168,15 @@ def tmaze_specs(
             ppo["target_kl"] = target_kl
         if dual_clip is not None:
             ppo["dual_clip"] = dual_clip
+        if lr_schedule != "constant":
+            ppo["lr_schedule"] = lr_schedule
+        schedule = [LR_VARIANTS[lr_schedule]] if lr_schedule != "constant" else []
         for agent in agents:
             agent_variant = "-".join(
-                filter(None, [variant] + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window))
+                filter(
+                    None,
+                    [variant] + schedule + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window),
+                )
             )
             for seed in seeds:
                 specs.append(
@@ -841,6 +852,13 @@ def main(argv: list[str] | None = None) -> None:
         "KV-memory's reach; a variant, T-Maze and Visual Match)",
     )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
+    p.add_argument(
+        "--lr-schedule",
+        choices=tuple(LR_VARIANTS),
+        default="constant",
+        help="T-Maze learning-rate schedule (a variant): linear decays to 0 over the budget, decay_on_success keeps the "
+        "rate until 0.9 success over the last 100 episodes, then decays it to 0 at the budget",
+    )
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
     p.add_argument(
@@ -917,6 +935,7 @@ def main(argv: list[str] | None = None) -> None:
             args.mixer_bias,
             args.kv_window,
             args.hqlt_window,
+            args.lr_schedule,
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents

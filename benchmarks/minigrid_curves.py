@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rl import (  # noqa: E402
     AGENT_LABELS,
     IMG_DIR,
+    LR_VARIANTS,
     RESULTS_DIR,
     RunSpec,
     fmt_pm,
@@ -36,7 +37,6 @@ from _rl import (  # noqa: E402
 )
 
 FULL_BUDGETS = {7: 500_000, 11: 1_000_000}
-LR_VARIANTS = {"constant": "", "linear": "lrdecay", "decay_on_success": "lrdecay-success"}
 
 
 def specs_for(

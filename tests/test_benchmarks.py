@@ -437,6 +437,29 @@ def test_mixer_bias_variant_of_the_tmaze_sweep() -> None:
     assert cue_signal.tmaze_retention("hqlt", 64, 0, mixer_bias=2.0) > 1.5 * cue_signal.tmaze_retention("hqlt", 64, 0)
 
 
+def test_lr_schedule_variant_of_the_tmaze_sweep() -> None:
+    """--lr-schedule labels every agent's runs (their own keys, beside the constant-rate sweep's), puts the schedule
+    in the spec, and decay_on_success gives the run the callback that starts the decay; --lr-schedule is checked."""
+    from memory_length import main, tmaze_specs
+
+    from agents.callbacks import DecayLROnSuccess
+
+    plain = {s.agent: s for s in tmaze_specs([64], ["hqlt", "deltanet"], [0], quick=True, mixer_bias=2.0)}
+    decayed = {
+        s.agent: s
+        for s in tmaze_specs([64], ["hqlt", "deltanet"], [0], quick=True, mixer_bias=2.0, lr_schedule="decay_on_success")
+    }
+    assert decayed["hqlt"].key == "tmaze-L64/hqlt-lrdecay-success-mixbias2/seed0"
+    assert decayed["deltanet"].key == "tmaze-L64/deltanet-lrdecay-success/seed0"
+    assert decayed["hqlt"].ppo["lr_schedule"] == "decay_on_success" and "lr_schedule" not in plain["hqlt"].ppo
+    assert [type(c) for c in _rl.schedule_callbacks(decayed["hqlt"])] == [DecayLROnSuccess]
+    assert _rl.schedule_callbacks(plain["hqlt"]) == []
+    linear = tmaze_specs([64], ["hqlt"], [0], quick=True, lr_schedule="linear")[0]
+    assert linear.key == "tmaze-L64/hqlt-lrdecay/seed0" and _rl.schedule_callbacks(linear) == []
+    with pytest.raises(SystemExit):
+        main(["--tasks", "tmaze", "--lr-schedule", "cosine", "--report-only"])
+
+
 def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
     """The same variant on Visual Match: HQLT's runs get their own key (after any apples change), the others not."""
     from memory_length import visual_match_specs
