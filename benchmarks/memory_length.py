@@ -170,13 +170,10 @@ def tmaze_specs(
             ppo["dual_clip"] = dual_clip
         if lr_schedule != "constant":
             ppo["lr_schedule"] = lr_schedule
-        schedule = [LR_VARIANTS[lr_schedule]] if lr_schedule != "constant" else []
+        labels = [variant, LR_VARIANTS[lr_schedule]]  # "" for the constant rate, dropped below
         for agent in agents:
             agent_variant = "-".join(
-                filter(
-                    None,
-                    [variant] + schedule + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window),
-                )
+                filter(None, labels + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window))
             )
             for seed in seeds:
                 specs.append(
@@ -633,11 +630,16 @@ def load_tmaze_conditions(
 
 def _tmaze_budgets(conditions: list[tuple[str, dict]]) -> dict[str, int]:
     """Per T-Maze task, the smallest budget any setting's run of it had: every run is read there."""
-    budgets: dict[str, int] = {}
+    budgets: dict[str, list[int]] = {}
     for _, by_key in conditions:
         for (task, _), recs in by_key.items():
-            budgets[task] = min([budgets.get(task, 1 << 62)] + [r["spec"]["total_timesteps"] for r in recs])
-    return budgets
+            budgets.setdefault(task, []).extend(r["spec"]["total_timesteps"] for r in recs)
+    return {task: min(values) for task, values in budgets.items()}
+
+
+def _condition_agents(conditions: list[tuple[str, dict]]) -> list[str]:
+    """The agents any setting holds runs of, in the reports' order."""
+    return [a for a in AGENT_LABELS if any(a == agent for _, by_key in conditions for _, agent in by_key)]
 
 
 def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) -> str:
@@ -646,7 +648,7 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
     same agent: the steps by rank (those not there last) and the success at the budget, each with an exact
     two-sided permutation test over seeds (a setting may help or hurt)."""
     budgets = _tmaze_budgets(conditions)
-    agents = [a for a in AGENT_LABELS if any(a == agent for _, by_key in conditions for _, agent in by_key)]
+    agents = _condition_agents(conditions)
     lines = ["**Passive T-Maze: settings compared** (chance 0.5; every run read at the budget named)", ""]
     first_label, first = conditions[0]
     for n in lengths:
@@ -721,7 +723,7 @@ def plot_tmaze_conditions(conditions: list[tuple[str, dict]], lengths: list[int]
 
     budgets = _tmaze_budgets(conditions)
     tasks = [f"tmaze-L{n}" for n in lengths if f"tmaze-L{n}" in budgets]
-    agents = [a for a in AGENT_LABELS if any(a == agent for _, by_key in conditions for _, agent in by_key)]
+    agents = _condition_agents(conditions)
     fig, axes = plt.subplots(
         len(tasks), len(agents), figsize=(4.2 * len(agents), 3.6 * len(tasks)), squeeze=False, sharey=True
     )
