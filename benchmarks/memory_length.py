@@ -601,7 +601,8 @@ def _condition(pair: str, tasks: set[str], fix: str, agents: list[str] | None, s
         and (seeds is None or r["spec"]["seed"] in seeds)
     }
     if not records:
-        raise SystemExit(f"--compare {label!r}: {folders} hold no {' / '.join(sorted(tasks))} runs; {fix}")
+        selected = " (or do --agents / --seeds select none of them?)" if agents or seeds else ""
+        raise SystemExit(f"--compare {label!r}: {folders} hold no {' / '.join(sorted(tasks))} runs; {fix}{selected}")
     return label, {key: sorted(recs, key=lambda r: r["spec"]["seed"]) for key, recs in sorted(_by_agent(records).items())}
 
 
@@ -890,7 +891,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         if args.out is None:
             raise SystemExit("--compare needs --out (where to write the table and the figure)")
-        args.out.mkdir(parents=True, exist_ok=True)
         if args.tasks == ["tmaze"]:
             if not args.lengths:
                 raise SystemExit("--compare with --tasks tmaze needs --lengths (the T-Maze lengths to compare)")
@@ -906,7 +906,7 @@ def main(argv: list[str] | None = None) -> None:
             conditions = load_conditions(args.compare, args.distractor, args.agents, args.seeds)
             text, stem = compare_table(conditions, args.distractor), "visualmatch_conditions"
             plot_conditions(conditions, args.distractor, args.out / f"{stem}.png")
-        (args.out / f"{stem}.md").write_text(text + "\n")
+        (args.out / f"{stem}.md").write_text(text + "\n")  # the plot made the folder
         print(text)
         print(f"wrote {args.out / (stem + '.png')}")
         return
@@ -915,6 +915,8 @@ def main(argv: list[str] | None = None) -> None:
     check_window(args.hqlt_window, "--hqlt-window")
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]
+    if args.lr_schedule != "constant" and "tmaze" not in tasks:
+        raise SystemExit("--lr-schedule applies to T-Maze runs only; add --tasks tmaze or drop --lr-schedule")
     lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))
     distractor = args.distractor or (20 if quick else 250)
     agents = args.agents or (["hqlt", "kv", "lstm", "rppo"] if quick else list(FULL_AGENTS))

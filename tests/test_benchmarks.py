@@ -458,6 +458,8 @@ def test_lr_schedule_variant_of_the_tmaze_sweep() -> None:
     assert linear.key == "tmaze-L64/hqlt-lrdecay/seed0" and _rl.schedule_callbacks(linear) == []
     with pytest.raises(SystemExit):
         main(["--tasks", "tmaze", "--lr-schedule", "cosine", "--report-only"])
+    with pytest.raises(SystemExit, match="T-Maze runs only"):
+        main(["--tasks", "visualmatch", "--lr-schedule", "linear", "--report-only"])
 
 
 def test_mixer_bias_variant_of_the_visual_match_sweep() -> None:
