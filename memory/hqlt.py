@@ -202,12 +202,7 @@ class HQLTLayer(nn.Module):
         n_gate = {None: 0, "sum": 0, "scalar": 2 * self.n_heads, "vector": d}[self.mixer]
         self.n_beta, self.n_gate = n_beta, n_gate
         self.aux = nn.Linear(d, n_beta + n_gate, bias=True) if n_beta + n_gate > 0 else None
-        if n_gate and config.mixer_bias:  # lean the initial blend: vector gate g (FW share); scalar (FW, KV) weights
-            shift = torch.full((n_gate,), float(config.mixer_bias))
-            if self.mixer == "scalar":
-                shift.view(self.n_heads, 2)[:, 1].neg_()
-            with torch.no_grad():
-                self.aux.bias[n_beta:] += shift
+        self.lean_mixer(config.mixer_bias)
         if self.has_kv:
             self.attn = WindowAttention(
                 self.d_head, self.window, rope=config.rope, rope_base=config.rope_base, chunked=self.blend == "delayed_chunk"
@@ -215,6 +210,17 @@ class HQLTLayer(nn.Module):
         self.beta_scale = 2.0 if config.allow_neg_eigval else 1.0
         self.short_conv = ShortConv(3 * d, config.short_conv, silu_from=2 * d) if config.short_conv > 0 else None
         self.last_stats: dict[str, torch.Tensor] = {}
+
+    def lean_mixer(self, bias: float) -> None:
+        """Add ``bias`` to the mixer's gate logits (``MemoryConfig.mixer_bias``): the vector gate g (the FW share)
+        by +bias; the scalar mixer's FW weights by +bias and its KV weights by -bias. Called at construction; call it
+        again after re-initialising the parameters (an init that zeroes every bias removes the lean)."""
+        if self.n_gate and bias:
+            shift = torch.full((self.n_gate,), float(bias))
+            if self.mixer == "scalar":
+                shift.view(self.n_heads, 2)[:, 1].neg_()
+            with torch.no_grad():
+                self.aux.bias[self.n_beta :] += shift.to(self.aux.bias)
 
     # --- pieces shared by every path (and by the test reference) ---
 

@@ -387,3 +387,32 @@ def test_gpu_script_runs_the_six_runs_for_given_steps_without_a_probe(tmp_path):
     for bad in ("steps=0", "ten", "steps=x"):
         refused = subprocess.run([*script, str(tmp_path / "x"), bad], env=env, capture_output=True, text=True)
         assert refused.returncode == 2 and "whole number of seconds or steps=N" in refused.stdout
+
+
+def test_fw_lean_model_is_opt_in_and_keeps_its_lean_through_the_paper_init():
+    """The extra model (the blend started leaning on the fast weights) runs only when --models names it, and the
+    paper's initialisation, which zeroes every bias, does not remove its lean."""
+    import torch
+
+    labels = lambda names: [label for label, _, _ in synthetic.select_models(names)]  # noqa: E731
+    assert labels(None) == [label for label, _, _ in synthetic.MODELS]
+    assert "HQLT sync, FW-lean start" not in labels(None)
+    assert labels(["HQLT synchronous"]) == ["HQLT synchronous"]
+    assert labels(["fw-lean"]) == ["HQLT sync, FW-lean start"]
+    assert labels(["nothing like it"]) == []
+    torch.manual_seed(0)
+    (_, name, fields), = synthetic.select_models(["FW-lean"])
+    model = synthetic.SequenceClassifier(synthetic.TASKS["parity"], name, 64, 2, 4, **fields)
+    synthetic.init_normal(model, 0.006)
+    layers = [m for m in model.modules() if isinstance(m, synthetic.HQLTLayer)]
+    assert len(layers) == 2
+    for layer in layers:
+        beta_bias, gate_bias = layer.aux.bias.split([layer.n_beta, layer.n_gate])
+        assert not beta_bias.any() and torch.equal(gate_bias, torch.full_like(gate_bias, 2.0))
+
+
+def test_unknown_model_name_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        synthetic.main(["--models", "Mamba"])
+    err = capsys.readouterr().err
+    assert "--models ['Mamba']: no model label contains any of these" in err and "HQLT sync, FW-lean start" in err
