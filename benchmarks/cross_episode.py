@@ -15,6 +15,7 @@ success on fresh trials.
     python benchmarks/cross_episode.py --quick     # a few minutes, 1 seed
     python benchmarks/cross_episode.py             # 3 seeds, 100k steps each (~13 min of runs, 2 at a time on 2 cores)
     python benchmarks/cross_episode.py --seeds 0 1 2 3 4 5 6 7   # 8 seeds (runs already saved are not repeated)
+    python benchmarks/cross_episode.py --variants hqlt-carry-mixbias2 --seeds 0 1 2 3 4 5 6 7  # the FW-lean start
 
 Results: ``benchmarks/results/cross_episode.json`` (+ ``.md``), figure ``docs/img/cross_episode.png``; ``--quick``
 writes to ``benchmarks/results/quick/`` unless ``--out`` is given.
@@ -45,15 +46,20 @@ from _rl import (  # noqa: E402
 
 K = 4
 CORRIDOR = 4
+# name: (agent, variant, FW carried across episodes, other memory fields)
 VARIANTS = {
-    "hqlt-carry": ("hqlt", "carry", True),
-    "hqlt-reset": ("hqlt", "reset", False),
-    "lstm": ("lstm", "", False),
+    "hqlt-carry": ("hqlt", "carry", True, {}),
+    "hqlt-reset": ("hqlt", "reset", False, {}),
+    "lstm": ("lstm", "", False, {}),
+    # opt-in: the carried agent with its blend started leaning on the fast weights (FW share sigmoid(2) = 0.88)
+    "hqlt-carry-mixbias2": ("hqlt", "carry-mixbias2", True, {"mixer_bias": 2.0}),
 }
+DEFAULT_VARIANTS = ("hqlt-carry", "hqlt-reset", "lstm")
 LABELS = {
     "hqlt-carry": "HQLT, FW carried across episodes",
     "hqlt-reset": "HQLT, FW reset each episode",
     "lstm": "LSTM (reset each episode)",
+    "hqlt-carry-mixbias2": "HQLT, FW carried, mixer_bias 2",
 }
 
 
@@ -61,8 +67,8 @@ def specs_for(variants: list[str], seeds: list[int], quick: bool) -> list[RunSpe
     ppo = dict(n_steps=128, seq_len=64, batch_size=256, n_epochs=4, learning_rate=1e-3, ent_coef=0.01, gamma=0.99)
     out = []
     for name in variants:
-        agent, variant, carry = VARIANTS[name]
-        mk = dict(d_model=32, n_layers=1 if agent == "lstm" else 2, n_heads=2, window=8)
+        agent, variant, carry, extra = VARIANTS[name]
+        mk = dict(d_model=32, n_layers=1 if agent == "lstm" else 2, n_heads=2, window=8, **extra)
         if agent == "hqlt":
             mk["carry_fw_across_episodes"] = carry
         for seed in seeds:
@@ -132,6 +138,16 @@ def carried_tests(groups: dict) -> list[str]:
                      f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}")
     if lines:
         lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
+    leaned = later.get("hqlt-carry-mixbias2", [])
+    if min(len(carried), len(leaned)) >= 2:  # a setting of the carried agent against the plain one: either way
+        ps = {what: permutation_p([x[what] for x in leaned], [x[what] for x in carried], alternative="two-sided")
+              for what in ("train", "greedy")}
+        means = {what: (np.mean([x[what] for x in leaned]), np.mean([x[what] for x in carried]))
+                 for what in ("train", "greedy")}
+        lines += ["", f"Exact two-sided permutation test, {LABELS['hqlt-carry-mixbias2']} ({len(leaned)} seeds) "
+                  f"against {LABELS['hqlt-carry']} ({len(carried)}) on episodes 2..{K}: "
+                  + ", ".join(f"{what} {means[what][0]:.2f} vs {means[what][1]:.2f}, p = {ps[what]:.2g}"
+                              for what in ("train", "greedy"))]
     return lines
 
 
@@ -153,7 +169,7 @@ def plot(records: dict, path: Path) -> None:
 
     groups = group(records)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for colour, (name, label) in zip(("C0", "C1", "C2"), LABELS.items()):
+    for colour, (name, label) in zip(("C0", "C1", "C2", "C3"), LABELS.items()):
         recs = next((v for (t, a), v in groups.items() if a == name), None)
         if not recs:
             continue
@@ -187,7 +203,8 @@ def plot(records: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="minutes: HQLT carried vs reset, 1 seed, 24k steps")
-    p.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS),
+                   help=f"full: {' '.join(DEFAULT_VARIANTS)}; hqlt-carry-mixbias2 runs only when named")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     quick = args.quick
-    variants = args.variants or (["hqlt-carry", "hqlt-reset"] if quick else list(VARIANTS))
+    variants = args.variants or (["hqlt-carry", "hqlt-reset"] if quick else list(DEFAULT_VARIANTS))
     seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
     out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
     img = (args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)) / "cross_episode.png"

@@ -690,7 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short run: fewer steps, parity only, 1 seed")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASKS), help="tasks to run")
-    parser.add_argument("--models", nargs="+", default=None, help="labels (substrings) of the models to run; default: the paper's table; "
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="labels (substrings) of the models to run; default: the paper's table; "
                         "'HQLT sync, FW-lean start' (mixer_bias 2) runs only when named")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per model (the best is reported, as in the paper)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed, first-seed + 1, ...")

@@ -375,6 +375,19 @@ def test_cross_episode_report_tests_the_carried_agent_against_each_reset_agent()
     # 3 carried seeds above 2 LSTM seeds: 1 of the 10 splits of 3 + 2
     assert "- carried above LSTM (reset each episode) on episodes 2..4 (3 and 2 seeds): training p = 0.1, " \
         "greedy p = 0.1" in cross_episode.tables(records)
+    # the FW-lean start of the carried agent, against the plain carried agent, either way (two seeds or more)
+    records["m0"] = record("hqlt", "carry-mixbias2", 0, 1.0, 1.0)
+    assert "mixer_bias 2" not in cross_episode.tables(records).split("Exact one-sided")[1]
+    records["m1"] = record("hqlt", "carry-mixbias2", 1, 0.98, 1.0)
+    text = cross_episode.tables(records)
+    # greedy 1.0 and 0.98 above all of 0.9, 0.8, 0.95: 2 of the 10 splits of 2 + 3 are as far apart (this one and
+    # the split of the two lowest, 0.8 and 0.9); training 1.0, 1.0 likewise
+    assert "| HQLT, FW carried, mixer_bias 2 | 2 |" in text
+    assert "test, HQLT, FW carried, mixer_bias 2 (2 seeds) against HQLT, FW carried across episodes (3) on episodes " \
+        "2..4: train 1.00 vs 0.88, p = 0.2, greedy 0.99 vs 0.88, p = 0.2" in text
+    specs = cross_episode.specs_for(["hqlt-carry-mixbias2"], [0], quick=True)
+    assert specs[0].memory_kwargs["mixer_bias"] == 2.0 and specs[0].memory_kwargs["carry_fw_across_episodes"]
+    assert "mixer_bias" not in cross_episode.specs_for(["hqlt-carry"], [0], quick=True)[0].memory_kwargs
 
 
 def test_stability_collapse_rule() -> None:
