@@ -215,6 +215,7 @@ EXTRA_MODELS = [
     # the blend started leaning on the fast weights: vector gate bias 2, an FW share of sigmoid(2) = 0.88 at init
     ("HQLT sync, FW-lean start", "hqlt", dict(blend="synchronous", window=8, mixer_bias=2.0)),
 ]
+ALL_MODELS = MODELS + EXTRA_MODELS
 
 
 def select_models(names: list[str] | None) -> list[tuple[str, str, dict]]:
@@ -222,7 +223,7 @@ def select_models(names: list[str] | None) -> list[tuple[str, str, dict]]:
     without names, the paper's table (``MODELS``)."""
     if not names:
         return list(MODELS)
-    return [m for m in MODELS + EXTRA_MODELS if any(n.lower() in m[0].lower() for n in names)]
+    return [m for m in ALL_MODELS if any(n.lower() in m[0].lower() for n in names)]
 
 
 class SequenceClassifier(nn.Module):
@@ -655,7 +656,7 @@ def plot_summary(summary: dict, path: Path) -> list[dict]:
     a dot for every seed and a line at the mean. Returns what it drew, panel by panel."""
     plt = _pyplot()
     tasks = list(dict.fromkeys(g["task"] for g in summary["groups"]))
-    order = {label: i for i, (label, _, _) in enumerate(MODELS + EXTRA_MODELS)}
+    order = {label: i for i, (label, _, _) in enumerate(ALL_MODELS)}
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
     drawn = []
     for ax, task in zip(axes[0], tasks):
@@ -782,7 +783,7 @@ def main(argv: list[str] | None = None) -> dict:
         missing = [str(p) for p in args.summarise if not p.is_file()]
         if missing:
             parser.error(f"--summarise: no such JSON file: {', '.join(missing)}")
-        labels = [label for label, _, _ in MODELS + EXTRA_MODELS]
+        labels = [label for label, _, _ in ALL_MODELS]
         unknown = [m for m in args.compare if m not in labels]
         if unknown:
             parser.error(f"--compare: {unknown} not a model label; use two of {labels}")
@@ -827,7 +828,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = select_models(args.models)
     if not models:
         parser.error(f"--models {args.models}: no model label contains any of these; labels: "
-                     f"{[label for label, _, _ in MODELS + EXTRA_MODELS]}")
+                     f"{[label for label, _, _ in ALL_MODELS]}")
 
     results: dict[str, dict[str, dict]] = {}
     wall = time.perf_counter()
