@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Modular arithmetic on one GPU within a fixed time: HQLT synchronous and DeltaNet, 3 seeds each, all six runs at
-# once (each its own process, with its batches made ahead in a child process: --prefetch).
+# Modular arithmetic on one GPU within a fixed time: HQLT synchronous and DeltaNet, 3 seeds each (or the runs that
+# RUNS names, below), all at once (each its own process, with its batches made ahead in a child process: --prefetch).
 #
 #   bash benchmarks/synthetic_gpu.sh OUT_DIR BUDGET_S [ROWS] [DEVICE] [SYNTHETIC.PY OPTIONS...]
 #
-# A probe first runs the six for 60 steps side by side and times a step and an evaluation; the number of steps is
-# then the largest multiple of 500 that fits the six runs, five evaluations each, into BUDGET_S seconds. The steps
+# A probe first runs them for 60 steps side by side and times a step and an evaluation; the number of steps is
+# then the largest multiple of 500 that fits the runs, five evaluations each, into BUDGET_S seconds. The steps
 # chosen are printed and kept in every JSON (args.steps), so a run is repeated exactly with
 #   python benchmarks/synthetic.py --tasks modular --models "HQLT synchronous" --seeds 1 --first-seed S
 #       --steps N --pack --batch ROWS --lr 1e-3 --test-stride 8 --eval-every N/5 --device cuda [OPTIONS...]
@@ -15,6 +15,10 @@
 # a device that returns only a few files (the lent GPU machines here return 8) gets everything back in it, e.g.
 #   bash benchmarks/synthetic_gpu.sh /tmp/sg 540 && cp /tmp/sg.tar.gz "$OUT"/
 # BUDGET_S may instead be steps=N: no probe, N steps for every run (to match the steps of an earlier call).
+# Three environment variables change the plan:
+#   RUNS="MODEL:SEED,MODEL:SEED,..."  the runs, side by side (default: HQLT synchronous and DeltaNet x seeds 0-2);
+#   MAX_STEPS=N                        the most steps the probe may choose (e.g. 20000, the paper's; default none);
+#   EVALS=K                            evaluations per run, every steps/K (default 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: bash benchmarks/synthetic_gpu.sh OUT_DIR BUDGET_S [ROWS] [DEVICE] [SYNTHETIC.PY OPTIONS...]"
@@ -33,10 +37,23 @@ fi
 mkdir -p "$out"
 probe_steps=60
 common=(--tasks modular --seeds 1 --pack --batch "$rows" --lr 1e-3 --test-stride 8 --device "$device" --prefetch "$@")
-runs=("HQLT synchronous:0" "HQLT synchronous:1" "HQLT synchronous:2" "DeltaNet:0" "DeltaNet:1" "DeltaNet:2")
+IFS=',' read -r -a runs <<< "${RUNS:-HQLT synchronous:0,HQLT synchronous:1,HQLT synchronous:2,DeltaNet:0,DeltaNet:1,DeltaNet:2}"
+for run in "${runs[@]}"; do
+    if ! [[ "$run" =~ ^[^:]+:[0-9]+$ ]]; then
+        echo "RUNS must be MODEL:SEED entries separated by commas, got '$run' in '${RUNS:-}'; $usage"
+        exit 2
+    fi
+done
+evals="${EVALS:-5}"
+max_steps="${MAX_STEPS:-0}"
+if ! [[ "$evals" =~ ^[1-9][0-9]*$ && "$max_steps" =~ ^[0-9]+$ ]]; then
+    echo "EVALS must be a whole number >= 1 and MAX_STEPS a whole number of steps, got EVALS='$evals'" \
+        "MAX_STEPS='$max_steps'; $usage"
+    exit 2
+fi
 start=$(date +%s)
 
-launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for them
+launch() {  # launch STEPS TAG [extra args]: all the runs side by side, wait for them
     local steps="$1" tag="$2"; shift 2
     local pids=()
     for run in "${runs[@]}"; do
@@ -51,7 +68,7 @@ launch() {  # launch STEPS TAG [extra args]: all six runs side by side, wait for
     return $failed
 }
 
-probe() {  # the six runs for $probe_steps steps side by side; prints the steps that fit what is left of the budget
+probe() {  # the runs for $probe_steps steps side by side; prints the steps that fit what is left of the budget
     launch "$probe_steps" probe || { echo "probe failed:" >&2; tail -n 5 "$out"/probe_*.log >&2; return 1; }
     local step_s first_s eval_s left chosen
     read -r step_s first_s eval_s < <(python3 - "$out" "$probe_steps" <<'PY'
@@ -65,9 +82,11 @@ print(f"{step:.4f} {first:.2f} {evaluation:.2f}")
 PY
     )
     left=$(( budget - ($(date +%s) - start) ))
-    chosen=$(python3 -c "print(max(500, int(($left - 30 - $first_s - 6 * $eval_s) / $step_s) // 500 * 500))")
-    echo "probe: $step_s s per step, first step $first_s s, $eval_s s per evaluation with six runs side by side;" \
-        "$left s left -> $chosen steps" >&2
+    chosen=$(python3 -c "
+steps = max(500, int(($left - 30 - $first_s - ($evals + 1) * $eval_s) / $step_s) // 500 * 500)
+print(min(steps, $max_steps) if $max_steps else steps)")
+    echo "probe: $step_s s per step, first step $first_s s, $eval_s s per evaluation with ${#runs[@]} runs side by" \
+        "side; $left s left -> $chosen steps${MAX_STEPS:+ (at most $max_steps)}" >&2
     echo "$chosen"
 }
 
@@ -77,7 +96,7 @@ if [[ -n "$fixed_steps" ]]; then
 else
     steps=$(probe) || exit 1
 fi
-every=$(( steps / 5 ))
+every=$(( steps / evals > 0 ? steps / evals : 1 ))
 launch "$steps" run --eval-every "$every"
 status=$?
 grep -h "^modular" "$out"/run_*.log  # model, seed, train and test accuracy of each run

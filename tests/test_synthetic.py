@@ -389,6 +389,32 @@ def test_gpu_script_runs_the_six_runs_for_given_steps_without_a_probe(tmp_path):
         assert refused.returncode == 2 and "whole number of seconds or steps=N" in refused.stdout
 
 
+def test_gpu_script_takes_its_runs_evaluations_and_a_cap_on_the_probes_steps(tmp_path):
+    """RUNS picks the runs, EVALS the evaluations per run, and MAX_STEPS caps the steps the probe chooses (here a
+    budget of 1 s, which alone would give the probe's floor of 500 steps); malformed values are refused."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "RUNS": "DeltaNet:3,HQLT synchronous:4", "EVALS": "2", "MAX_STEPS": "6"}
+    script = ["bash", str(root / "benchmarks" / "synthetic_gpu.sh")]
+    out = tmp_path / "sg"
+    done = subprocess.run([*script, str(out), "1", "4", "cpu", "--d-model", "16", "--test-max", "40"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 runs side by side" in done.stderr and "-> 6 steps (at most 6)" in done.stderr
+    assert len(list(out.glob("probe_*.json"))) == 2
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("run_*.json"))]
+    assert {(next(iter(r["results"])), r["args"]["first_seed"]) for r in records} == {
+        ("DeltaNet", "3"), ("HQLT synchronous", "4")}
+    for r in records:
+        assert (r["args"]["steps"], r["args"]["eval_every"]) == ("6", "3")
+        run = next(iter(r["results"].values()))["modular"]["runs"][0]
+        assert [point["step"] for point in run["curve"]] == [3, 6]
+    for bad in ({"RUNS": "DeltaNet"}, {"RUNS": "DeltaNet:x"}, {"EVALS": "0"}, {"MAX_STEPS": "many"}):
+        refused = subprocess.run([*script, str(tmp_path / "x"), "steps=5"], env={**env, **bad},
+                                 capture_output=True, text=True)
+        assert refused.returncode == 2 and ("RUNS must be" in refused.stdout or "EVALS must" in refused.stdout)
+
+
 def test_fw_lean_model_is_opt_in_and_keeps_its_lean_through_the_paper_init():
     """The extra model (the blend started leaning on the fast weights) runs only when --models names it, and the
     paper's initialisation, which zeroes every bias, does not remove its lean."""
