@@ -243,19 +243,20 @@ def schedule_callbacks(spec: RunSpec, window: int = 100, threshold: float = 0.9)
     return [DecayLROnSuccess(threshold=threshold, window=window)]
 
 
-def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int) -> dict[str, Any]:
+def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start_state: Any = None) -> dict[str, Any]:
     """Greedy (deterministic) success of ``model`` over ``n_episodes`` fresh episodes, overall and per trial episode.
 
     The state returned by ``predict`` is passed back at every step with ``episode_start`` flags, so a memory that
-    carries fast weights across episodes keeps them, exactly as in training.
+    carries fast weights across episodes keeps them, exactly as in training. The envs start from the policy's initial
+    memory state, or from ``start_state`` (a state for as many envs as its batch, e.g. the training envs' last one).
     """
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    n_envs = min(10, n_episodes)
+    n_envs = min(10, n_episodes) if start_state is None else int(start_state.prev_action.shape[0])
     env = make_vec_env(spec.env_id, n_envs=n_envs, seed=seed, env_kwargs=spec.env_kwargs, vec_env_cls=DummyVecEnv)
     obs = env.reset()
-    state = None
+    state = start_state
     starts = np.ones(n_envs, dtype=bool)
     successes: list[int] = []
     trial_eps: list[int] = []
@@ -278,8 +279,15 @@ def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int) -> di
     return out
 
 
-def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> dict[str, Any]:
-    """Train one run in this process and return its record (JSON-serialisable)."""
+def memory_state_file(model_file: Path) -> Path:
+    """Where ``run_one(..., save_to=model_file)`` keeps the training envs' last memory state (``torch.save``)."""
+    return model_file.with_name(model_file.name.removesuffix(".zip") + "_memory_state.pt")
+
+
+def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9, save_to: Path | None = None) -> dict[str, Any]:
+    """Train one run in this process and return its record (JSON-serialisable); ``save_to``: also save the trained
+    model there (an SB3 ``.zip``, loaded with the agent class's ``load``), before its greedy evaluation, and (our
+    agents) the training envs' memory state at the end beside it (``memory_state_file``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -325,9 +333,25 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> dict[st
             k_steps, k_succ = np.asarray(steps)[mask].tolist(), s[mask].tolist()
             record["curve_by_trial_episode"].append(success_curve(k_steps, k_succ, spec.total_timesteps, window, 100)[1])
             record["final_train_success_by_trial_episode"].append(float(np.mean(k_succ[-window:])) if k_succ else 0.0)
+    if save_to is not None:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        model.save(save_to)
+        record["model_file"] = str(save_to)
+        if spec.agent != "rppo":  # the envs' memory state at the end of training, which the model file leaves out
+            import torch
+
+            state_file = memory_state_file(Path(save_to))
+            torch.save(model._last_memory_state, state_file)
+            record["memory_state_file"] = str(state_file)
     if spec.eval_episodes > 0:
         start = time.perf_counter()
         record["eval"] = evaluate_greedy(model, spec, spec.eval_episodes, seed=spec.seed + 10_000)
+        if spec.agent != "rppo" and spec.memory_kwargs.get("carry_fw_across_episodes"):
+            # A memory carried across episodes was never reset in training: evaluate it also from where training
+            # left it (the fresh start above can be a state the policy never saw; see greedy_check.py).
+            record["eval_from_trained_state"] = evaluate_greedy(
+                model, spec, spec.eval_episodes, seed=spec.seed + 10_000, start_state=model._last_memory_state
+            )
         record["eval_seconds"] = round(time.perf_counter() - start, 1)
     env.close()
     return record

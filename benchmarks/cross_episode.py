@@ -109,6 +109,22 @@ def tables(records: dict) -> str:
         greedy = [fmt_pm([r["eval"]["by_trial_episode"][k] for r in recs]) for k in range(K)]
         later = fmt_pm([later_episodes(r)["greedy"] for r in recs])
         lines.append(f"| {label} | {len(recs)} | " + " | ".join(train + greedy) + f" | {later} |")
+    trained = [(LABELS[name], recs) for name in LABELS for (t, a), recs in groups.items()
+               if a == name and all("eval_from_trained_state" in r for r in recs)]
+    if trained:
+        lines += [
+            "",
+            "Greedy success of the agents that carry memory across episodes, starting from the training envs' memory "
+            "state at the end of training (the table above starts from a fresh state, which such an agent never saw "
+            "in training; same episodes):",
+            "",
+            "| agent | seeds | " + " | ".join(f"greedy ep {k + 1}" for k in range(K)) + " | greedy ep 2..K |",
+            "|---" * (K + 3) + "|",
+        ]
+        for label, recs in trained:
+            greedy = [fmt_pm([r["eval_from_trained_state"]["by_trial_episode"][k] for r in recs]) for k in range(K)]
+            later = fmt_pm([later_episodes(r)["greedy_trained"] for r in recs])
+            lines.append(f"| {label} | {len(recs)} | " + " | ".join(greedy) + f" | {later} |")
     lines += carried_tests(groups)
     budgets = sorted({r["spec"]["total_timesteps"] for r in records.values()})
     lines += ["", f"Budget: {', '.join(f'{b:,}' for b in budgets)} env steps per run. " + wall_time_line(records)]
@@ -116,11 +132,15 @@ def tables(records: dict) -> str:
 
 
 def later_episodes(rec: dict) -> dict[str, float]:
-    """One run's success on episodes 2..K of the trials: training (last 100 episodes of each) and greedy."""
-    return {
+    """One run's success on episodes 2..K of the trials: training (last 100 episodes of each), greedy from a fresh
+    state and, where recorded (memory carried across episodes), greedy from the training envs' last state."""
+    out = {
         "train": float(np.mean(rec["final_train_success_by_trial_episode"][1:])),
         "greedy": float(np.mean(rec["eval"]["by_trial_episode"][1:])),
     }
+    if "eval_from_trained_state" in rec:
+        out["greedy_trained"] = float(np.mean(rec["eval_from_trained_state"]["by_trial_episode"][1:]))
+    return out
 
 
 def carried_tests(groups: dict) -> list[str]:
@@ -134,20 +154,26 @@ def carried_tests(groups: dict) -> list[str]:
         if min(len(carried), len(other)) < 2:
             continue
         ps = {what: permutation_p([x[what] for x in carried], [x[what] for x in other]) for what in ("train", "greedy")}
+        from_trained = ""
+        if all("greedy_trained" in x for x in carried):  # the reset agent's own greedy success is its only one
+            p_trained = permutation_p([x["greedy_trained"] for x in carried], [x["greedy"] for x in other])
+            from_trained = f", greedy from the trained state p = {p_trained:.2g}"
         lines.append(f"- carried above {LABELS[name]} on episodes 2..{K} ({len(carried)} and {len(other)} seeds): "
-                     f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}")
+                     f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}{from_trained}")
     if lines:
         lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
     leaned = later.get("hqlt-carry-mixbias2", [])
     if min(len(carried), len(leaned)) >= 2:  # a setting of the carried agent against the plain one: either way
+        measures = ["train", "greedy"] + (["greedy_trained"] if all("greedy_trained" in x for x in leaned + carried)
+                                          else [])
         ps = {what: permutation_p([x[what] for x in leaned], [x[what] for x in carried], alternative="two-sided")
-              for what in ("train", "greedy")}
-        means = {what: (np.mean([x[what] for x in leaned]), np.mean([x[what] for x in carried]))
-                 for what in ("train", "greedy")}
+              for what in measures}
+        means = {what: (np.mean([x[what] for x in leaned]), np.mean([x[what] for x in carried])) for what in measures}
+        names = {"train": "train", "greedy": "greedy", "greedy_trained": "greedy from the trained state"}
         lines += ["", f"Exact two-sided permutation test, {LABELS['hqlt-carry-mixbias2']} ({len(leaned)} seeds) "
                   f"against {LABELS['hqlt-carry']} ({len(carried)}) on episodes 2..{K}: "
-                  + ", ".join(f"{what} {means[what][0]:.2f} vs {means[what][1]:.2f}, p = {ps[what]:.2g}"
-                              for what in ("train", "greedy"))]
+                  + ", ".join(f"{names[what]} {means[what][0]:.2f} vs {means[what][1]:.2f}, p = {ps[what]:.2g}"
+                              for what in measures)]
     return lines
 
 
@@ -221,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         all_records = load_results(results)
         records = {s.key: all_records[s.key] for s in specs if s.key in all_records}
+        if not records:
+            raise SystemExit(f"--report-only: {results} holds no run of {', '.join(variants)} with seeds {seeds}; "
+                             "run them first (without --report-only) or pass the --out, --variants and --seeds used")
     else:
         records = run_all(specs, results, workers=args.workers, force=args.force)
     text = tables(records)

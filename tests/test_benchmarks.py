@@ -388,6 +388,19 @@ def test_cross_episode_report_tests_the_carried_agent_against_each_reset_agent()
     specs = cross_episode.specs_for(["hqlt-carry-mixbias2"], [0], quick=True)
     assert specs[0].memory_kwargs["mixer_bias"] == 2.0 and specs[0].memory_kwargs["carry_fw_across_episodes"]
     assert "mixer_bias" not in cross_episode.specs_for(["hqlt-carry"], [0], quick=True)[0].memory_kwargs
+    assert "from the training envs' memory state" not in text  # no record has that evaluation yet
+    # carried runs evaluated also from the training envs' last memory state: a table of it, and it enters the tests
+    for key, value in (("c0", 1.0), ("c1", 0.97), ("c2", 0.99), ("m0", 0.5), ("m1", 0.4)):
+        records[key]["eval_from_trained_state"] = {"by_trial_episode": [0.5, value, value, value]}
+    assert cross_episode.later_episodes(records["c1"])["greedy_trained"] == pytest.approx(0.97)
+    text = cross_episode.tables(records)
+    assert "| HQLT, FW carried across episodes | 3 | 0.50 ± 0.00 | 0.99 ± 0.01 |" in text
+    # 1.0, 0.97, 0.99 above every reset seed (p = 1/20) and both LSTM seeds (p = 1/10)
+    assert "greedy p = 0.05, greedy from the trained state p = 0.05" in text
+    assert "greedy p = 0.1, greedy from the trained state p = 0.1" in text
+    # the lean's 0.5 and 0.4 below all three: of the 10 splits of 2 + 3 only this one is as far apart, either way
+    # (the next, 1.0 and 0.99 against the rest, differs by 0.37 against 0.54)
+    assert "greedy from the trained state 0.45 vs 0.99, p = 0.1" in text
 
 
 def test_stability_collapse_rule() -> None:
