@@ -225,6 +225,14 @@ def report(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the records keep it: relative to the repository where it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(RESULTS_DIR.parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def build_spec(args: argparse.Namespace) -> RunSpec:
     """The sweep's own spec for the run asked for."""
     if args.task == "trials":
@@ -271,6 +279,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         train = run_one(spec, save_to=args.out / f"{name}.zip")
         record["train"] = {k: v for k, v in train.items() if k not in ("curve_steps", "curve_success")}
+        for key in ("model_file", "memory_state_file"):
+            record["train"][key] = _shown(Path(train[key]))
         record["model_file"] = str(args.out / f"{name}.zip")
         print(f"{spec.key}: trained, final success {train['final_train_success']:.2f}, "
               f"greedy {train.get('eval', {}).get('success')}", flush=True)
@@ -289,7 +299,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--model {record['model_file']}: not a MemoryPPO model saved by this script ({err})") from None
     episodes = args.episodes or spec.eval_episodes
     record.update(episodes=episodes, eval_seed=spec.seed + 10_000, sample_seed=args.sample_seed, ways=[])
-    state_file = memory_state_file(Path(record["model_file"]))
+    model_file = Path(record["model_file"])
+    record["model_file"] = _shown(model_file)
+    state_file = memory_state_file(model_file)
     trained_state = torch.load(state_file, weights_only=False) if state_file.is_file() else None  # our own file
     for start, corridor, junction in WAYS:
         if start == "trained" and trained_state is None:
