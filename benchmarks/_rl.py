@@ -243,8 +243,10 @@ def schedule_callbacks(spec: RunSpec, window: int = 100, threshold: float = 0.9)
     return [DecayLROnSuccess(threshold=threshold, window=window)]
 
 
-def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start_state: Any = None) -> dict[str, Any]:
-    """Greedy (deterministic) success of ``model`` over ``n_episodes`` fresh episodes, overall and per trial episode.
+def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start_state: Any = None,
+                    deterministic: bool = True) -> dict[str, Any]:
+    """Greedy (deterministic) success of ``model`` over ``n_episodes`` fresh episodes, overall and per trial episode;
+    with ``deterministic=False``, the success of actions sampled from the policy (torch seeded with ``seed``).
 
     The state returned by ``predict`` is passed back at every step with ``episode_start`` flags, so a memory that
     carries fast weights across episodes keeps them, exactly as in training. The envs start from the policy's initial
@@ -255,6 +257,10 @@ def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start
 
     n_envs = min(10, n_episodes) if start_state is None else int(start_state.prev_action.shape[0])
     env = make_vec_env(spec.env_id, n_envs=n_envs, seed=seed, env_kwargs=spec.env_kwargs, vec_env_cls=DummyVecEnv)
+    if not deterministic:
+        import torch
+
+        torch.manual_seed(seed)
     obs = env.reset()
     state = start_state
     starts = np.ones(n_envs, dtype=bool)
@@ -263,7 +269,7 @@ def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start
     # Stop counting an env once it has n_episodes / n_envs episodes, so that short episodes are not over-sampled.
     quota = np.full(n_envs, -(-n_episodes // n_envs))
     while (quota > 0).any():
-        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=True)
+        actions, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
         obs, _, dones, infos = env.step(actions)
         starts = dones
         for i, (info, done) in enumerate(zip(infos, dones)):
@@ -346,6 +352,10 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9, save_to: P
     if spec.eval_episodes > 0:
         start = time.perf_counter()
         record["eval"] = evaluate_greedy(model, spec, spec.eval_episodes, seed=spec.seed + 10_000)
+        # Sampled actions on the same episodes: training success is measured before the last update, so a policy
+        # that the last update broke fails here too, while one that only fails greedily does not (greedy_check.py).
+        record["eval_sampled"] = evaluate_greedy(model, spec, spec.eval_episodes, seed=spec.seed + 10_000,
+                                                 deterministic=False)
         if spec.agent != "rppo" and spec.memory_kwargs.get("carry_fw_across_episodes"):
             # A memory carried across episodes was never reset in training: evaluate it also from where training
             # left it (the fresh start above can be a state the policy never saw; see greedy_check.py).
@@ -430,9 +440,11 @@ def run_all(
 
 def _line(rec: dict[str, Any]) -> str:
     ev = rec.get("eval", {}).get("success")
+    sampled = rec.get("eval_sampled", {}).get("success")
     return (
         f"{rec['key']:<40} train success {rec['final_train_success']:.2f}  greedy {ev if ev is None else round(ev, 2)}  "
-        f"steps-to-success {rec['steps_to_success']}  {rec['train_seconds']:.0f} s ({rec['fps']:.0f} steps/s)"
+        + ("" if sampled is None else f"sampled {sampled:.2f}  ")
+        + f"steps-to-success {rec['steps_to_success']}  {rec['train_seconds']:.0f} s ({rec['fps']:.0f} steps/s)"
     )
 
 

@@ -116,7 +116,7 @@ def tables(records: dict) -> str:
             "",
             "Greedy success of the agents that carry memory across episodes, starting from the training envs' memory "
             "state at the end of training (the table above starts from a fresh state, which such an agent never saw "
-            "in training; same episodes):",
+            "in training; the same env seeds, with the training's 8 envs in place of 10):",
             "",
             "| agent | seeds | " + " | ".join(f"greedy ep {k + 1}" for k in range(K)) + " | greedy ep 2..K |",
             "|---" * (K + 3) + "|",

@@ -200,6 +200,10 @@ def report(record: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"Model loaded from `{record['model_file']}`.")
+    if record.get("continued"):
+        c = record["continued"]
+        lines.append(f"Then trained {c['steps']:,} more env steps with entropy coefficient {c['ent_coef']:g} (env seed "
+                     f"{c['env_seed']}): success {_fmt(c['final_train_success'])} over its last 100 episodes.")
     lines += [
         "",
         f"{record['episodes']} fresh episodes per row (seed {record['eval_seed']}), sampling seed {record['sample_seed']}.",
@@ -223,6 +227,28 @@ def report(record: dict[str, Any]) -> str:
         lines += [f"- {w['start']}, {w['corridor']} / {w['junction']}: "
                   + " / ".join(_fmt(v) for v in w["success_by_trial_episode"]) for w in by_trial]
     return "\n".join(lines) + "\n"
+
+
+def continue_training(model_file: Path, spec: RunSpec, steps: int, ent_coef: float | None) -> tuple[Any, Any, dict]:
+    """Load ``model_file`` and train it ``steps`` more env steps on fresh envs of ``spec`` (env seed ``seed + 20000``),
+    with PPO's entropy coefficient ``ent_coef`` (None: the spec's); return the model, the training envs' last memory
+    state, and what was done (steps, coefficient, success over the last 100 episodes of the continuation)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import envs  # noqa: F401
+    from agents import MemoryPPO
+
+    coef = float(spec.ppo.get("ent_coef", 0.0) if ent_coef is None else ent_coef)
+    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed + 20_000, env_kwargs=spec.env_kwargs,
+                       vec_env_cls=DummyVecEnv)
+    model = MemoryPPO.load(model_file, env=env, device="cpu", ent_coef=coef)
+    model.set_random_seed(spec.seed + 20_000)
+    model.learn(steps, reset_num_timesteps=False)
+    success = [float(s) for s in model.ep_success_buffer]
+    done = {"steps": steps, "ent_coef": coef, "env_seed": spec.seed + 20_000,
+            "final_train_success": float(np.mean(success)) if success else None}
+    return model, model._last_memory_state, done
 
 
 def _shown(path: Path) -> str:
@@ -265,12 +291,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sampled actions")
     p.add_argument("--model", type=Path, default=None, help="a model saved by this script: no training")
     p.add_argument("--quick", action="store_true", help="the sweep's quick spec (trials: 24k steps, 40 episodes)")
+    p.add_argument("--continue-steps", type=int, default=0,
+                   help="train the (trained or loaded) model this many more env steps before playing (0: none)")
+    p.add_argument("--continue-ent-coef", type=float, default=None,
+                   help="PPO's entropy coefficient for --continue-steps (default: the run's own)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "greedy_check")
     args = p.parse_args(argv)
     if args.length < 1:
         p.error(f"--length must be at least 1, got {args.length}")
+    if args.continue_steps < 0 or (args.continue_ent_coef is not None and args.continue_ent_coef < 0):
+        p.error(f"--continue-steps ({args.continue_steps}) and --continue-ent-coef ({args.continue_ent_coef}) must not "
+                "be negative")
     spec = build_spec(args)
     name = spec.key.replace("/", "_")
+    if args.task == "tmaze" and args.budget_scale != 1.0:  # the key does not say the budget
+        name += f"_steps{spec.total_timesteps}"
     args.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"key": spec.key, "spec": asdict(spec)}
     if args.model is None:
@@ -303,6 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record["model_file"] = _shown(model_file)
     state_file = memory_state_file(model_file)
     trained_state = torch.load(state_file, weights_only=False) if state_file.is_file() else None  # our own file
+    if args.continue_steps:
+        model, trained_state, record["continued"] = continue_training(model_file, spec, args.continue_steps,
+                                                                      args.continue_ent_coef)
+        name += f"_cont{args.continue_steps}_ent{record['continued']['ent_coef']:g}"
+        print(f"  continued {args.continue_steps} steps with ent_coef {record['continued']['ent_coef']:g}: "
+              f"success {record['continued']['final_train_success']:.2f} over its last 100 episodes", flush=True)
     for start, corridor, junction in WAYS:
         if start == "trained" and trained_state is None:
             print(f"  no {state_file.name} beside the model: the rows that start from the trained state are left out")

@@ -51,6 +51,9 @@ def test_play_reports_how_episodes_end_and_the_probabilities_seen():
         {"p_correct": p[0], "p_wrong": p[2], "p_stay": p[1] + p[3], "argmax_correct": 0.0})
     assert way["corridor_p_right"] == pytest.approx({"mean": p[1], "min": p[1], "argmax_not_right": 0.0, "steps": 60})
     assert _rl.evaluate_greedy(model, TMAZE, 20, seed=5)["success"] == way["success"]
+    # the sweeps' sampled evaluation: the same episodes with sampled actions turn sometimes, reproducibly
+    sampled = _rl.evaluate_greedy(model, TMAZE, 40, seed=5, deterministic=False)
+    assert sampled["success"] > 0 and sampled == _rl.evaluate_greedy(model, TMAZE, 40, seed=5, deterministic=False)
     # sampling at the junction turns some time: a right or a wrong turn (the cue is random), or still the time limit
     mixed = greedy_check.play(model, TMAZE, 40, seed=5, corridor="greedy", junction="sample", sample_seed=1)
     assert math.isclose(mixed["success"] + mixed["wrong_arm"] + mixed["time_out"], 1.0)
@@ -97,9 +100,15 @@ def test_run_one_saves_the_model_and_the_carried_memory_state_and_evaluates_from
     assert state.prev_action.shape[0] == 2
     assert any(float(leaf.abs().sum()) > 0 for leaf in state_leaves(state.actor) if leaf is not None)
     assert record["eval"]["episodes"] == 8 and record["eval_from_trained_state"]["episodes"] == 8
+    assert record["eval_sampled"]["episodes"] == 8
     MemoryPPO.load(tmp_path / "run.zip", device="cpu")
     reset = _rl.run_one(dataclasses.replace(spec, memory_kwargs=TINY))  # nothing saved, nothing carried
     assert "eval_from_trained_state" not in reset and "model_file" not in reset
+
+    # trained further with another entropy coefficient, from the saved model, on fresh envs of the same spec
+    model, state, done = greedy_check.continue_training(tmp_path / "run.zip", spec, 32, ent_coef=0.0)
+    assert (model.ent_coef, done["steps"], done["ent_coef"], done["env_seed"]) == (0.0, 32, 0.0, 20_000)
+    assert model.num_timesteps > 64 and state.prev_action.shape[0] == 2
 
     out = tmp_path / "check"
     result = greedy_check.main(["--task", "trials", "--model", str(tmp_path / "run.zip"), "--episodes", "40",
@@ -122,6 +131,8 @@ def test_greedy_check_refuses_what_it_cannot_check(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(SystemExit, match="not a MemoryPPO model"):
         greedy_check.main(["--model", str(tmp_path / "bad.zip"), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        greedy_check.main(["--continue-steps", "-5", "--out", str(tmp_path)])
 
 
 @pytest.mark.slow
