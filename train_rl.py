@@ -113,6 +113,7 @@ def ppo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl,
         dual_clip=p.dual_clip,
+        memory_reset_prob=p.memory_reset_prob,
         normalize_advantage=p.normalize_advantage,
     )
 

@@ -98,6 +98,9 @@ class PPOConfig:
     """Stop an update's epochs early when the approximate KL exceeds this (none: never)."""
     dual_clip: float | None = None
     """Dual-clip PPO bound c > 1 on the objective of negative-advantage samples (none: SB3's objective)."""
+    memory_reset_prob: float = 0.0
+    """Probability, per env and stored sequence, of setting the memory to its initial state where the sequence starts
+    (so a memory carried across episodes also learns to act from a fresh state); 0: never."""
     normalize_advantage: bool = True
     """Normalise advantages per minibatch."""
 
@@ -118,6 +121,10 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"config field 'ppo.{name}' must be in [0, 1], got {getattr(self, name)!r}")
+        if not 0.0 <= self.memory_reset_prob <= 1.0:
+            raise ValueError(
+                f"config field 'ppo.memory_reset_prob' must be a probability in [0, 1], got {self.memory_reset_prob!r}"
+            )
         if self.dual_clip is not None and not self.dual_clip > 1:
             raise ValueError(
                 f"config field 'ppo.dual_clip' must be > 1 (typically 3), or none to disable it; got {self.dual_clip!r}"

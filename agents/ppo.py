@@ -69,6 +69,10 @@ class MemoryPPO(OnPolicyAlgorithm):
         the clipped objective min(r A, clip(r) A) is unbounded below as the ratio r grows; dual clip bounds it by
         c A, so a few samples whose probability ratio explodes (a rare action of a near-deterministic policy)
         cannot dominate an update. Typical c: 3.
+    :param memory_reset_prob: probability, per env and stored sequence, that the env's whole memory state is set to
+        the initial state where the sequence starts (its replay starts there too). A memory that carries across
+        episodes (``carry_fw_across_episodes``) is otherwise fresh only when training starts, and its policy may not
+        act well from a fresh state later (``docs/results.md``, greedy failures); 0 (the default) never resets.
 
     Choose the memory with ``policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(d_model=64, window=32))``;
     see :class:`~agents.policies.MemoryActorCriticPolicy` for the other options.
@@ -81,6 +85,8 @@ class MemoryPPO(OnPolicyAlgorithm):
     }
     policy: MemoryActorCriticPolicy
     rollout_buffer: MemoryRolloutBuffer | MemoryDictRolloutBuffer
+    memory_reset_prob: float = 0.0  # class defaults: checkpoints saved before the option existed load with it off
+    _n_memory_resets: int = 0
 
     def __init__(
         self,
@@ -103,6 +109,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         sde_sample_freq: int = -1,
         target_kl: float | None = None,
         dual_clip: float | None = None,
+        memory_reset_prob: float = 0.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -167,6 +174,13 @@ class MemoryPPO(OnPolicyAlgorithm):
         if dual_clip is not None and (bad_number or not dual_clip > 1):
             raise ValueError(f"MemoryPPO 'dual_clip'={dual_clip!r} must be a number > 1 (typically 3), or None to disable it")
         self.dual_clip = None if dual_clip is None else float(dual_clip)
+        bad_number = isinstance(memory_reset_prob, bool) or not isinstance(memory_reset_prob, (int, float))
+        if bad_number or not 0.0 <= memory_reset_prob <= 1.0:
+            raise ValueError(
+                f"MemoryPPO 'memory_reset_prob'={memory_reset_prob!r} must be a probability in [0, 1] (0: never reset a "
+                "memory state between episode starts)"
+            )
+        self.memory_reset_prob = float(memory_reset_prob)
         self._last_memory_state: MemoryPolicyState | None = None
         if _init_setup_model:
             self._setup_model()
@@ -225,6 +239,32 @@ class MemoryPPO(OnPolicyAlgorithm):
             )
         return result
 
+    def _reset_some_states(self, state: MemoryPolicyState, reset: np.ndarray) -> MemoryPolicyState:
+        """``state`` with the envs where ``reset`` (n_envs,) is True set to the initial state (their whole memory,
+        fast weights carried across episodes too). Applied where a stored sequence starts, so the replay in training
+        starts from the same state: the policy learns to act from a fresh memory at any step."""
+        self._n_memory_resets += int(reset.sum())
+        if not reset.any():
+            return state
+        fresh = self.policy.initial_state(len(reset))
+        mask = torch.as_tensor(reset, device=self.device)
+
+        def select(new: Any, old: Any) -> Any:
+            if old is None:
+                return None
+            if torch.is_tensor(old):
+                return torch.where(mask.view(-1, *([1] * (old.dim() - 1))), new.to(old.dtype), old)
+            if isinstance(old, tuple) and hasattr(old, "_fields"):  # a NamedTuple
+                return type(old)(*(select(n, o) for n, o in zip(new, old)))
+            if isinstance(old, (tuple, list)):
+                return type(old)(select(n, o) for n, o in zip(new, old))
+            if isinstance(old, dict):
+                return {k: select(new[k], v) for k, v in old.items()}
+            raise TypeError(f"memory state leaf of unexpected type {type(old).__name__}")
+
+        with torch.inference_mode():
+            return select(fresh, state)
+
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         """SB3's episode bookkeeping; an info's ``success`` counts as ``is_success`` (rollout/success_rate)."""
         infos = [
@@ -274,6 +314,8 @@ class MemoryPPO(OnPolicyAlgorithm):
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 self.policy.reset_noise(env.num_envs)
             if n_steps % self.seq_len == 0:
+                if self.memory_reset_prob > 0.0:
+                    state = self._reset_some_states(state, np.random.random(env.num_envs) < self.memory_reset_prob)
                 rollout_buffer.add_state(state)
             # inference_mode: less per-op overhead than no_grad. Its tensors never enter autograd: the buffer stacks
             # the stored states into fresh tensors before training reads them.
@@ -409,6 +451,8 @@ class MemoryPPO(OnPolicyAlgorithm):
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        if self.memory_reset_prob > 0.0:
+            self.logger.record("rollout/memory_resets", self._n_memory_resets)
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)

@@ -53,13 +53,19 @@ VARIANTS = {
     "lstm": ("lstm", "", False, {}),
     # opt-in: the carried agent with its blend started leaning on the fast weights (FW share sigmoid(2) = 0.88)
     "hqlt-carry-mixbias2": ("hqlt", "carry-mixbias2", True, {"mixer_bias": 2.0}),
+    # opt-in: the carried agent whose memory is set to its initial state at 20% of the stored sequences' starts, so
+    # that it also learns to act from a fresh memory (MemoryPPO's memory_reset_prob)
+    "hqlt-carry-memreset0.2": ("hqlt", "carry-memreset0.2", True, {}),
 }
+VARIANT_PPO = {"hqlt-carry-memreset0.2": {"memory_reset_prob": 0.2}}
+"""PPO settings of a variant beyond the common ones."""
 DEFAULT_VARIANTS = ("hqlt-carry", "hqlt-reset", "lstm")
 LABELS = {
     "hqlt-carry": "HQLT, FW carried across episodes",
     "hqlt-reset": "HQLT, FW reset each episode",
     "lstm": "LSTM (reset each episode)",
     "hqlt-carry-mixbias2": "HQLT, FW carried, mixer_bias 2",
+    "hqlt-carry-memreset0.2": "HQLT, FW carried, memory reset 0.2",
 }
 
 
@@ -81,7 +87,7 @@ def specs_for(variants: list[str], seeds: list[int], quick: bool) -> list[RunSpe
                     seed=seed,
                     total_timesteps=24_576 if quick else 102_400,
                     n_envs=8,
-                    ppo=ppo,
+                    ppo={**ppo, **VARIANT_PPO.get(name, {})},
                     memory_kwargs=mk,
                     net_arch=[32],
                     variant=variant,
@@ -162,15 +168,22 @@ def carried_tests(groups: dict) -> list[str]:
                      f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}{from_trained}")
     if lines:
         lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
-    leaned = later.get("hqlt-carry-mixbias2", [])
-    if min(len(carried), len(leaned)) >= 2:  # a setting of the carried agent against the plain one: either way
+    for setting in ("hqlt-carry-mixbias2", "hqlt-carry-memreset0.2"):
+        lines += _setting_test(setting, later.get(setting, []), carried)
+    return lines
+
+
+def _setting_test(setting: str, leaned: list[dict], carried: list[dict]) -> list[str]:
+    """A setting of the carried agent against the plain one on episodes 2..K, either way (two seeds or more each)."""
+    lines: list[str] = []
+    if min(len(carried), len(leaned)) >= 2:
         measures = ["train", "greedy"] + (["greedy_trained"] if all("greedy_trained" in x for x in leaned + carried)
                                           else [])
         ps = {what: permutation_p([x[what] for x in leaned], [x[what] for x in carried], alternative="two-sided")
               for what in measures}
         means = {what: (np.mean([x[what] for x in leaned]), np.mean([x[what] for x in carried])) for what in measures}
         names = {"train": "train", "greedy": "greedy", "greedy_trained": "greedy from the trained state"}
-        lines += ["", f"Exact two-sided permutation test, {LABELS['hqlt-carry-mixbias2']} ({len(leaned)} seeds) "
+        lines += ["", f"Exact two-sided permutation test, {LABELS[setting]} ({len(leaned)} seeds) "
                   f"against {LABELS['hqlt-carry']} ({len(carried)}) on episodes 2..{K}: "
                   + ", ".join(f"{names[what]} {means[what][0]:.2f} vs {means[what][1]:.2f}, p = {ps[what]:.2g}"
                               for what in measures)]
@@ -230,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="minutes: HQLT carried vs reset, 1 seed, 24k steps")
     p.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS),
-                   help=f"full: {' '.join(DEFAULT_VARIANTS)}; hqlt-carry-mixbias2 runs only when named")
+                   help=f"full: {' '.join(DEFAULT_VARIANTS)}; the others run only when named")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="full: 0 1 2")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)

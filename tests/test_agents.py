@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agents import MemoryPolicyState, MemoryPPO
 from agents.buffers import MemoryRolloutBuffer
-from agents.policies import tree_map
+from agents.policies import state_leaves, tree_map
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, window=4)  # MemoryConfig fields; RNNs ignore the unused ones
 
@@ -255,6 +255,43 @@ def test_replay_matches_rollout(memory: str, obs: str, act: str, options: dict) 
     # The first minibatch of training sees ratio == 1.
     model.train()
     assert model.logger.name_to_value["train/clip_fraction"] < 1.0
+
+
+def _reset_model(env, prob: float, seed: int = 0) -> MemoryPPO:
+    return MemoryPPO(
+        "MlpMemoryPolicy", env, n_steps=16, seq_len=8, batch_size=16, n_epochs=1, seed=seed, device="cpu",
+        memory_reset_prob=prob,
+        policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(TINY, carry_fw_across_episodes=True), net_arch=[16]),
+    )
+
+
+def test_memory_reset_prob_resets_whole_states_where_sequences_start_and_replay_follows() -> None:
+    """memory_reset_prob: some envs' stored states are the initial state (carried fast weights included), the
+    replay from the stored states still reproduces the rollout, and 0 changes nothing (no random draw either)."""
+    initial = _reset_model(make_env(n_envs=3), 0.0).policy.initial_state(1)
+    always = _reset_model(make_env(n_envs=3, min_len=2, max_len=6), 1.0)
+    always.learn(48)  # a first rollout and update, so that the carried state is no longer the initial one
+    assert always._n_memory_resets == 3 * 2  # every env at each of the rollout's 2 sequence starts
+    _, _, batch = replay_rollout(always)
+    for leaf, first in zip(state_leaves(batch.states), state_leaves(initial)):
+        if leaf is not None:
+            torch.testing.assert_close(leaf, first.expand_as(leaf))
+    half = _reset_model(make_env(n_envs=3, min_len=2, max_len=6), 0.5, seed=1)
+    half.learn(48)
+    _, _, batch = replay_rollout(half)  # checks the replay against the rollout
+    assert 0 < half._n_memory_resets < 3 * 2 * 2
+    plain = _reset_model(make_env(n_envs=2), 0.0, seed=3)
+    plain.learn(32)  # (each model trains right after it is built: building one seeds the global generators)
+    off = MemoryPPO(  # the option not given
+        "MlpMemoryPolicy", make_env(n_envs=2), n_steps=16, seq_len=8, batch_size=16, n_epochs=1, seed=3, device="cpu",
+        policy_kwargs=dict(memory="hqlt", memory_kwargs=dict(TINY, carry_fw_across_episodes=True), net_arch=[16]),
+    )
+    off.learn(32)
+    for a, b in zip(plain.policy.parameters(), off.policy.parameters()):
+        assert torch.equal(a, b)
+    for bad in (-0.1, 1.5, True, "half"):
+        with pytest.raises(ValueError, match="'memory_reset_prob'"):
+            _reset_model(make_env(), bad)
 
 
 def test_truncation_bootstraps_from_final_observation_under_episode_state() -> None:

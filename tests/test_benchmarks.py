@@ -401,6 +401,18 @@ def test_cross_episode_report_tests_the_carried_agent_against_each_reset_agent()
     # the lean's 0.5 and 0.4 below all three: of the 10 splits of 2 + 3 only this one is as far apart, either way
     # (the next, 1.0 and 0.99 against the rest, differs by 0.37 against 0.54)
     assert "greedy from the trained state 0.45 vs 0.99, p = 0.1" in text
+    # the carried agent trained with memory resets: its own line, tested the same way
+    for seed, value in enumerate((1.0, 0.98)):
+        records[f"z{seed}"] = record("hqlt", "carry-memreset0.2", seed, value, 0.95)
+        records[f"z{seed}"]["eval_from_trained_state"] = {"by_trial_episode": [0.5, value, value, value]}
+    text = cross_episode.tables(records)
+    assert "| HQLT, FW carried, memory reset 0.2 | 2 |" in text
+    assert "test, HQLT, FW carried, memory reset 0.2 (2 seeds) against HQLT, FW carried across episodes (3) on " \
+        "episodes 2..4: train 0.95 vs 0.88, p = 0.4, greedy 0.99 vs 0.88, p = 0.2, greedy from the trained state 0.99 " \
+        "vs 0.99, p = 1" in text  # train: 4 of the 10 splits of 0.95, 0.95 | 0.9, 0.8, 0.95 are as far apart
+    (spec,) = cross_episode.specs_for(["hqlt-carry-memreset0.2"], [0], quick=True)
+    assert spec.ppo["memory_reset_prob"] == 0.2 and spec.memory_kwargs["carry_fw_across_episodes"]
+    assert "memory_reset_prob" not in cross_episode.specs_for(["hqlt-carry"], [0], quick=True)[0].ppo
 
 
 def test_stability_collapse_rule() -> None:

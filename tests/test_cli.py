@@ -119,6 +119,7 @@ def test_overrides_parse_to_typed_fields():
         ("vec_env=threads", ["vec_env", "subproc", "dummy"]),
         ("ppo.lr_schedule=cosine", ["ppo.lr_schedule", "decay_on_success"]),
         ("ppo.lr_decay_threshold=2", ["ppo.lr_decay_threshold", "(0, 1]"]),
+        ("ppo.memory_reset_prob=1.5", ["ppo.memory_reset_prob", "[0, 1]"]),
     ],
 )
 def test_bad_overrides_name_the_field(override, fragments):
