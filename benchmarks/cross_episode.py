@@ -208,7 +208,7 @@ def plot(records: dict, path: Path) -> None:
 
     groups = group(records)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for colour, (name, label) in zip(("C0", "C1", "C2", "C3"), LABELS.items()):
+    for colour, (name, label) in zip((f"C{i}" for i in range(len(LABELS))), LABELS.items()):  # a colour per agent
         recs = next((v for (t, a), v in groups.items() if a == name), None)
         if not recs:
             continue
@@ -229,7 +229,7 @@ def plot(records: dict, path: Path) -> None:
     axes[0].set_ylabel("training success (last 100 episodes)")
     axes[0].legend(fontsize=6)
     axes[1].set_xlabel("episode within the trial")
-    axes[1].set_ylabel("greedy success at the budget")
+    axes[1].set_ylabel("greedy success at the budget\n(from a fresh memory state)")
     axes[1].set_xticks(range(1, K + 1))
     axes[1].legend(fontsize=7)
     fig.suptitle(f"Trials of {K} episodes with a hidden, fixed goal side", fontsize=10)
