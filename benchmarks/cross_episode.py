@@ -56,8 +56,9 @@ VARIANTS = {
     # opt-in: the carried agent whose memory is set to its initial state at 20% of the stored sequences' starts, so
     # that it also learns to act from a fresh memory (MemoryPPO's memory_reset_prob)
     "hqlt-carry-memreset0.2": ("hqlt", "carry-memreset0.2", True, {}),
+    "hqlt-carry-memreset0.05": ("hqlt", "carry-memreset0.05", True, {}),  # the same at a quarter of the rate
 }
-VARIANT_PPO = {"hqlt-carry-memreset0.2": {"memory_reset_prob": 0.2}}
+VARIANT_PPO = {"hqlt-carry-memreset0.2": {"memory_reset_prob": 0.2}, "hqlt-carry-memreset0.05": {"memory_reset_prob": 0.05}}
 """PPO settings of a variant beyond the common ones."""
 DEFAULT_VARIANTS = ("hqlt-carry", "hqlt-reset", "lstm")
 LABELS = {
@@ -66,6 +67,7 @@ LABELS = {
     "lstm": "LSTM (reset each episode)",
     "hqlt-carry-mixbias2": "HQLT, FW carried, mixer_bias 2",
     "hqlt-carry-memreset0.2": "HQLT, FW carried, memory reset 0.2",
+    "hqlt-carry-memreset0.05": "HQLT, FW carried, memory reset 0.05",
 }
 
 
@@ -168,7 +170,7 @@ def carried_tests(groups: dict) -> list[str]:
                      f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}{from_trained}")
     if lines:
         lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
-    for setting in ("hqlt-carry-mixbias2", "hqlt-carry-memreset0.2"):
+    for setting in ("hqlt-carry-mixbias2", "hqlt-carry-memreset0.2", "hqlt-carry-memreset0.05"):
         lines += _setting_test(setting, later.get(setting, []), carried)
     return lines
 

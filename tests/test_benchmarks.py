@@ -412,6 +412,7 @@ def test_cross_episode_report_tests_the_carried_agent_against_each_reset_agent()
         "vs 0.99, p = 1" in text  # train: 4 of the 10 splits of 0.95, 0.95 | 0.9, 0.8, 0.95 are as far apart
     (spec,) = cross_episode.specs_for(["hqlt-carry-memreset0.2"], [0], quick=True)
     assert spec.ppo["memory_reset_prob"] == 0.2 and spec.memory_kwargs["carry_fw_across_episodes"]
+    assert cross_episode.specs_for(["hqlt-carry-memreset0.05"], [0], quick=True)[0].ppo["memory_reset_prob"] == 0.05
     assert "memory_reset_prob" not in cross_episode.specs_for(["hqlt-carry"], [0], quick=True)[0].ppo
 
 
