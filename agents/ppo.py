@@ -246,24 +246,13 @@ class MemoryPPO(OnPolicyAlgorithm):
         self._n_memory_resets += int(reset.sum())
         if not reset.any():
             return state
-        fresh = self.policy.initial_state(len(reset))
         mask = torch.as_tensor(reset, device=self.device)
 
-        def select(new: Any, old: Any) -> Any:
-            if old is None:
-                return None
-            if torch.is_tensor(old):
-                return torch.where(mask.view(-1, *([1] * (old.dim() - 1))), new.to(old.dtype), old)
-            if isinstance(old, tuple) and hasattr(old, "_fields"):  # a NamedTuple
-                return type(old)(*(select(n, o) for n, o in zip(new, old)))
-            if isinstance(old, (tuple, list)):
-                return type(old)(select(n, o) for n, o in zip(new, old))
-            if isinstance(old, dict):
-                return {k: select(new[k], v) for k, v in old.items()}
-            raise TypeError(f"memory state leaf of unexpected type {type(old).__name__}")
+        def select(new: torch.Tensor | None, old: torch.Tensor | None) -> torch.Tensor | None:
+            return None if old is None else torch.where(mask.view(-1, *([1] * (old.dim() - 1))), new.to(old.dtype), old)
 
         with torch.inference_mode():
-            return select(fresh, state)
+            return torch.utils._pytree.tree_map(select, self.policy.initial_state(len(reset)), state)
 
     def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
         """SB3's episode bookkeeping; an info's ``success`` counts as ``is_success`` (rollout/success_rate)."""
