@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _rl import OUR_AGENTS, RESULTS_DIR, RunSpec, memory_state_file, run_one  # noqa: E402
 
-UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
+from envs.tmaze import DOWN, LEFT, RIGHT, UP  # noqa: E402  (the T-Mazes' actions)
+
 WAYS = (
     ("fresh", "sample", "sample"), ("fresh", "greedy", "greedy"), ("fresh", "greedy", "sample"),
     ("fresh", "sample", "greedy"), ("trained", "sample", "sample"), ("trained", "greedy", "greedy"),
