@@ -344,8 +344,6 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9, save_to: P
         model.save(save_to)
         record["model_file"] = str(save_to)
         if spec.agent != "rppo":  # the envs' memory state at the end of training, which the model file leaves out
-            import torch
-
             state_file = memory_state_file(Path(save_to))
             torch.save(model._last_memory_state, state_file)
             record["memory_state_file"] = str(state_file)

@@ -170,22 +170,22 @@ def carried_tests(groups: dict) -> list[str]:
                      f"training p = {ps['train']:.2g}, greedy p = {ps['greedy']:.2g}{from_trained}")
     if lines:
         lines = ["", "Exact one-sided permutation tests over seeds:", *lines]
-    for setting in ("hqlt-carry-mixbias2", "hqlt-carry-memreset0.2", "hqlt-carry-memreset0.05"):
+    for setting in (name for name in VARIANTS if name.startswith("hqlt-carry-")):  # the opt-in carried settings
         lines += _setting_test(setting, later.get(setting, []), carried)
     return lines
 
 
-def _setting_test(setting: str, leaned: list[dict], carried: list[dict]) -> list[str]:
+def _setting_test(setting: str, runs: list[dict], carried: list[dict]) -> list[str]:
     """A setting of the carried agent against the plain one on episodes 2..K, either way (two seeds or more each)."""
     lines: list[str] = []
-    if min(len(carried), len(leaned)) >= 2:
-        measures = ["train", "greedy"] + (["greedy_trained"] if all("greedy_trained" in x for x in leaned + carried)
+    if min(len(carried), len(runs)) >= 2:
+        measures = ["train", "greedy"] + (["greedy_trained"] if all("greedy_trained" in x for x in runs + carried)
                                           else [])
-        ps = {what: permutation_p([x[what] for x in leaned], [x[what] for x in carried], alternative="two-sided")
+        ps = {what: permutation_p([x[what] for x in runs], [x[what] for x in carried], alternative="two-sided")
               for what in measures}
-        means = {what: (np.mean([x[what] for x in leaned]), np.mean([x[what] for x in carried])) for what in measures}
+        means = {what: (np.mean([x[what] for x in runs]), np.mean([x[what] for x in carried])) for what in measures}
         names = {"train": "train", "greedy": "greedy", "greedy_trained": "greedy from the trained state"}
-        lines += ["", f"Exact two-sided permutation test, {LABELS[setting]} ({len(leaned)} seeds) "
+        lines += ["", f"Exact two-sided permutation test, {LABELS[setting]} ({len(runs)} seeds) "
                   f"against {LABELS['hqlt-carry']} ({len(carried)}) on episodes 2..{K}: "
                   + ", ".join(f"{names[what]} {means[what][0]:.2f} vs {means[what][1]:.2f}, p = {ps[what]:.2g}"
                               for what in measures)]
