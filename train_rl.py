@@ -99,6 +99,7 @@ def policy_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 def ppo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     p = cfg.ppo
     lr = LinearSchedule(p.learning_rate, 0.0, 1.0) if p.lr_schedule == "linear" else p.learning_rate
+    ent = LinearSchedule(p.ent_coef, 0.0, 1.0) if p.ent_schedule == "linear" else p.ent_coef
     return dict(
         learning_rate=lr,
         n_steps=p.n_steps,
@@ -108,7 +109,7 @@ def ppo_kwargs(cfg: TrainConfig) -> dict[str, Any]:
         gamma=p.gamma,
         gae_lambda=p.gae_lambda,
         clip_range=p.clip_range,
-        ent_coef=p.ent_coef,
+        ent_coef=ent,
         vf_coef=p.vf_coef,
         max_grad_norm=p.max_grad_norm,
         target_kl=p.target_kl,
@@ -397,6 +398,7 @@ def _write_status(run_dir: Path, status: str, model: Any, cfg: TrainConfig, wall
             "last_evaluation": evaluator.records[-1] if evaluator and evaluator.records else None,
             # env step at which ppo.lr_schedule=decay_on_success started the decay (None: constant so far / other schedule)
             "lr_decay_start": getattr(model.learning_rate, "start_step", None),
+            "ent_coef_decay_start": getattr(model.ent_coef, "start_step", None),  # likewise ppo.ent_schedule
         },
         path,
     )
@@ -451,10 +453,12 @@ def train(cfg: TrainConfig, resume_dir: Path | None = None) -> int:
         checkpointer = Checkpointer(run_dir, cfg.checkpoint_freq, eval_env)
         evaluator = Evaluator(run_dir, eval_env, cfg.eval_freq, cfg.eval_episodes, cfg.eval_deterministic)
         callbacks = [progress, checkpointer] + ([evaluator] if cfg.eval_freq else [])
-        if cfg.ppo.lr_schedule == "decay_on_success":
-            from agents.callbacks import DecayLROnSuccess
+        decay_lr, decay_ent = (getattr(cfg.ppo, f) == "decay_on_success" for f in ("lr_schedule", "ent_schedule"))
+        if decay_lr or decay_ent:
+            from agents.callbacks import DecayOnSuccess
 
-            callbacks.append(DecayLROnSuccess(threshold=cfg.ppo.lr_decay_threshold, window=cfg.ppo.lr_decay_window))
+            callbacks.append(DecayOnSuccess(threshold=cfg.ppo.lr_decay_threshold, window=cfg.ppo.lr_decay_window,
+                                            learning_rate=decay_lr, ent_coef=decay_ent))
         print(f"training {cfg.memory.name} on {cfg.env.id} for {cfg.total_timesteps} steps -> {run_dir}", flush=True)
         start = time.perf_counter()
         try:

@@ -5,7 +5,7 @@
 """
 
 from agents.buffers import MemoryDictRolloutBuffer, MemoryRolloutBuffer, SequenceSamples
-from agents.callbacks import DecayAfter, DecayLROnSuccess
+from agents.callbacks import DecayAfter, DecayLROnSuccess, DecayOnSuccess
 from agents.policies import (
     CnnMemoryPolicy,
     MemoryActorCriticPolicy,
@@ -19,6 +19,7 @@ __all__ = [
     "CnnMemoryPolicy",
     "DecayAfter",
     "DecayLROnSuccess",
+    "DecayOnSuccess",
     "MemoryActorCriticPolicy",
     "MemoryDictRolloutBuffer",
     "MemoryPPO",

@@ -10,6 +10,11 @@ solved is meant to keep both.
 >>> from agents.callbacks import DecayLROnSuccess
 >>> model = MemoryPPO("MlpMemoryPolicy", "hqlt/PassiveTMaze-v0")          # doctest: +SKIP
 >>> model.learn(100_000, callback=DecayLROnSuccess(threshold=0.9))          # doctest: +SKIP
+
+The same callback under its general name, :class:`DecayOnSuccess`, can decay the entropy coefficient too
+(``ent_coef=True``; the algorithm must take a schedule there, as MemoryPPO does). A policy that has solved the task
+but still splits its probability between acting and waiting can keep that split under the entropy bonus, and then
+greedy play fails where sampling succeeds (docs/results.md, "Why a greedy policy fails").
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import ConstantSchedule
 
 TRIGGERS = ("success", "return")
 
@@ -63,8 +69,9 @@ class DecayAfter:
         )
 
 
-class DecayLROnSuccess(BaseCallback):
-    """Decay the learning rate linearly once the recent episodes show the task solved.
+class DecayOnSuccess(BaseCallback):
+    """Decay the learning rate (and, with ``ent_coef=True``, the entropy coefficient) linearly once the recent
+    episodes show the task solved.
 
     The trigger is checked at the end of every rollout (before the update that uses the new rate): the mean of the
     last ``window`` finished episodes' success (``info["success"]`` or ``info["is_success"]``, ``on="success"``) or
@@ -75,11 +82,17 @@ class DecayLROnSuccess(BaseCallback):
     trigger it again (SB3 rebuilds ``lr_schedule`` from ``learning_rate`` on load, so both are set).
     ``triggered_at`` holds the env step of the trigger (None before it).
 
+    With ``ent_coef=True`` the entropy coefficient is wrapped the same way; the algorithm must take a schedule there,
+    as :class:`~agents.ppo.MemoryPPO` does (SB3's PPO takes only a float). With ``learning_rate=False`` the learning
+    rate is left alone. ``DecayLROnSuccess`` is the same class (its defaults decay the learning rate only).
+
     :param threshold: success rate (in (0, 1]) or mean return that counts as solved
     :param window: finished episodes averaged (at least this many must have finished)
     :param on: ``"success"`` or ``"return"``
     :param decay_steps: env steps of the decay; None: until the end of training
     :param final_fraction: the rate at the end of the decay, as a fraction of the scheduled rate (in [0, 1))
+    :param learning_rate: decay the learning rate
+    :param ent_coef: decay the entropy coefficient
     """
 
     def __init__(
@@ -89,41 +102,57 @@ class DecayLROnSuccess(BaseCallback):
         on: str = "success",
         decay_steps: int | None = None,
         final_fraction: float = 0.0,
+        learning_rate: bool = True,
+        ent_coef: bool = False,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
+        name = type(self).__name__
+        if not (learning_rate or ent_coef):
+            raise ValueError(f"{name} has nothing to decay: set 'learning_rate' or 'ent_coef' (or both) to True")
         if on not in TRIGGERS:
-            raise ValueError(f"DecayLROnSuccess field 'on'={on!r} is unknown; allowed: {', '.join(TRIGGERS)}")
+            raise ValueError(f"{name} field 'on'={on!r} is unknown; allowed: {', '.join(TRIGGERS)}")
         if on == "success" and not 0.0 < threshold <= 1.0:
             raise ValueError(
-                f"DecayLROnSuccess field 'threshold'={threshold!r} must be a success rate in (0, 1] with on='success'; "
+                f"{name} field 'threshold'={threshold!r} must be a success rate in (0, 1] with on='success'; "
                 "for a return threshold pass on='return'"
             )
         if int(window) != window or window <= 0:
-            raise ValueError(f"DecayLROnSuccess field 'window'={window!r} must be a positive number of episodes")
+            raise ValueError(f"{name} field 'window'={window!r} must be a positive number of episodes")
         if decay_steps is not None and (int(decay_steps) != decay_steps or decay_steps <= 0):
             raise ValueError(
-                f"DecayLROnSuccess field 'decay_steps'={decay_steps!r} must be a positive number of env steps, "
+                f"{name} field 'decay_steps'={decay_steps!r} must be a positive number of env steps, "
                 "or None to decay until the end of training"
             )
         if not 0.0 <= final_fraction < 1.0:
-            raise ValueError(f"DecayLROnSuccess field 'final_fraction'={final_fraction!r} must be in [0, 1)")
+            raise ValueError(f"{name} field 'final_fraction'={final_fraction!r} must be in [0, 1)")
         self.threshold = float(threshold)
         self.window = int(window)
         self.on = on
         self.decay_steps = None if decay_steps is None else int(decay_steps)
         self.final_fraction = float(final_fraction)
+        self.decay_lr = bool(learning_rate)
+        self.decay_ent = bool(ent_coef)
         self.values: deque[float] = deque(maxlen=self.window)
         self.episodes_without_value = 0
         self.triggered_at: int | None = None
 
+    def _schedules(self) -> list[Any]:
+        """The model's schedules this callback decays (its learning rate and / or its entropy coefficient)."""
+        return ([self.model.learning_rate] if self.decay_lr else []) + ([self.model.ent_coef] if self.decay_ent else [])
+
     def _on_training_start(self) -> None:
-        schedule = self.model.learning_rate
-        if isinstance(schedule, DecayAfter):  # triggered in an earlier learn() of this model (or before a save)
-            self.triggered_at = schedule.start_step
-            schedule.total_steps = int(self.model._total_timesteps)
-            if self.decay_steps is None:
-                schedule.end_step = max(schedule.total_steps, schedule.start_step + 1)
+        if self.decay_ent and not getattr(self.model, "ent_coef_schedules", False):
+            raise ValueError(
+                f"{type(self).__name__}(ent_coef=True) needs an algorithm whose 'ent_coef' may be a schedule, such as "
+                f"agents.MemoryPPO; {type(self.model).__name__} takes only a float. Pass ent_coef=False"
+            )
+        for schedule in self._schedules():
+            if isinstance(schedule, DecayAfter):  # triggered in an earlier learn() of this model (or before a save)
+                self.triggered_at = schedule.start_step
+                schedule.total_steps = int(self.model._total_timesteps)
+                if self.decay_steps is None:
+                    schedule.end_step = max(schedule.total_steps, schedule.start_step + 1)
 
     def _on_step(self) -> bool:
         if self.triggered_at is not None:
@@ -144,8 +173,8 @@ class DecayLROnSuccess(BaseCallback):
                 else "wrap the env in stable_baselines3.common.monitor.Monitor (make_vec_env does)"
             )
             raise ValueError(
-                f"DecayLROnSuccess(on={self.on!r}) saw {self.episodes_without_value} finished episodes without {key}; "
-                f"{fix}"
+                f"{type(self).__name__}(on={self.on!r}) saw {self.episodes_without_value} finished episodes without "
+                f"{key}; {fix}"
             )
         return True
 
@@ -158,14 +187,25 @@ class DecayLROnSuccess(BaseCallback):
         total = int(self.model._total_timesteps)
         start = int(self.num_timesteps)
         end = total if self.decay_steps is None else start + self.decay_steps
-        schedule = DecayAfter(self.model.lr_schedule, start, end, total, self.final_fraction)
-        # Both: SB3 rebuilds lr_schedule from learning_rate when a saved model is loaded.
-        self.model.learning_rate = self.model.lr_schedule = schedule
+        if self.decay_lr:
+            schedule = DecayAfter(self.model.lr_schedule, start, end, total, self.final_fraction)
+            # Both: SB3 rebuilds lr_schedule from learning_rate when a saved model is loaded.
+            self.model.learning_rate = self.model.lr_schedule = schedule
+            self.logger.record("train/lr_decay_start", start)
+        if self.decay_ent:
+            base = self.model.ent_coef
+            base = base if callable(base) else ConstantSchedule(float(base))
+            self.model.ent_coef = DecayAfter(base, start, end, total, self.final_fraction)
+            self.logger.record("train/ent_coef_decay_start", start)
         self.triggered_at = start
-        self.logger.record("train/lr_decay_start", start)
         if self.verbose:
-            print(f"DecayLROnSuccess: recent {self.on} {level:.3f} >= {self.threshold} at step {start}; "
-                  f"decaying the learning rate to {self.final_fraction} of it by step {end}")
+            parts = (("learning rate", self.decay_lr), ("entropy coefficient", self.decay_ent))
+            what = " and ".join(name for name, on in parts if on)
+            print(f"{type(self).__name__}: recent {self.on} {level:.3f} >= {self.threshold} at step {start}; "
+                  f"decaying the {what} to {self.final_fraction} of it by step {end}")
+
+
+DecayLROnSuccess = DecayOnSuccess  # its name from when it decayed the learning rate only (its defaults still do)
 
 
 def _episode_value(info: dict[str, Any], on: str) -> float | None:

@@ -71,7 +71,7 @@ class PPOConfig:
     """constant; linear (decay to 0 at total_timesteps); or decay_on_success (constant until the success rate of the
     last lr_decay_window training episodes reaches lr_decay_threshold, then linear decay to 0 at total_timesteps)."""
     lr_decay_threshold: float = 0.9
-    """Success rate that starts the decay when lr_schedule=decay_on_success."""
+    """Success rate that starts the decay when lr_schedule (or ent_schedule) is decay_on_success."""
     lr_decay_window: int = 100
     """Training episodes whose success rate is compared with lr_decay_threshold."""
     n_steps: int = 128
@@ -89,7 +89,12 @@ class PPOConfig:
     clip_range: float = 0.2
     """PPO policy clip range."""
     ent_coef: float = 0.01
-    """Entropy bonus coefficient."""
+    """Entropy bonus coefficient (start value when ent_schedule is not constant)."""
+    ent_schedule: str = "constant"
+    """The entropy coefficient's schedule, as lr_schedule's: constant; linear (to 0 at total_timesteps); or
+    decay_on_success (constant until the same trigger as lr_schedule's, lr_decay_threshold over lr_decay_window
+    episodes, then linear to 0 at total_timesteps; a policy that keeps its entropy after solving a task can fail
+    greedily where sampling succeeds)."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
@@ -105,10 +110,13 @@ class PPOConfig:
     """Normalise advantages per minibatch."""
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(
-                f"config field 'ppo.lr_schedule'={self.lr_schedule!r} is unknown; allowed: {', '.join(LR_SCHEDULES)}"
-            )
+        for name in ("lr_schedule", "ent_schedule"):
+            if getattr(self, name) not in LR_SCHEDULES:
+                raise ValueError(
+                    f"config field 'ppo.{name}'={getattr(self, name)!r} is unknown; allowed: {', '.join(LR_SCHEDULES)}"
+                )
+        if not self.ent_coef >= 0:
+            raise ValueError(f"config field 'ppo.ent_coef' must be >= 0, got {self.ent_coef!r}")
         if not 0.0 < self.lr_decay_threshold <= 1.0:
             raise ValueError(
                 f"config field 'ppo.lr_decay_threshold' must be a success rate in (0, 1], got {self.lr_decay_threshold!r}"

@@ -69,6 +69,8 @@ class MemoryPPO(OnPolicyAlgorithm):
         the clipped objective min(r A, clip(r) A) is unbounded below as the ratio r grows; dual clip bounds it by
         c A, so a few samples whose probability ratio explodes (a rare action of a near-deterministic policy)
         cannot dominate an update. Typical c: 3.
+    :param ent_coef: entropy bonus coefficient: a float, or a schedule of the progress remaining (1 -> 0) as for
+        ``learning_rate`` and ``clip_range`` (read once per update; logged as ``train/ent_coef``).
     :param memory_reset_prob: probability, per env and stored sequence, that the env's whole memory state is set to
         the initial state where the sequence starts (its replay starts there too). A memory that carries across
         episodes (``carry_fw_across_episodes``) is otherwise fresh only when training starts, and its policy may not
@@ -86,6 +88,7 @@ class MemoryPPO(OnPolicyAlgorithm):
     policy: MemoryActorCriticPolicy
     rollout_buffer: MemoryRolloutBuffer | MemoryDictRolloutBuffer
     memory_reset_prob: float = 0.0  # class defaults: checkpoints saved before the option existed load with it off
+    ent_coef_schedules: ClassVar[bool] = True  # ent_coef may be a schedule (agents.callbacks.DecayOnSuccess checks)
     _n_memory_resets: int = 0
 
     def __init__(
@@ -102,7 +105,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
+        ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
@@ -181,6 +184,12 @@ class MemoryPPO(OnPolicyAlgorithm):
                 "memory state between episode starts)"
             )
         self.memory_reset_prob = float(memory_reset_prob)
+        if not callable(ent_coef):
+            if isinstance(ent_coef, bool) or not isinstance(ent_coef, (int, float)) or not ent_coef >= 0:
+                raise ValueError(
+                    f"MemoryPPO 'ent_coef'={ent_coef!r} must be a number >= 0 or a schedule (a callable of the progress "
+                    "remaining, e.g. stable_baselines3.common.utils.LinearSchedule(0.01, 0.0, 1.0))"
+                )
         self._last_memory_state: MemoryPolicyState | None = None
         if _init_setup_model:
             self._setup_model()
@@ -373,6 +382,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        ent_coef = self.current_ent_coef()
         clip_range_vf = None
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
@@ -408,7 +418,7 @@ class MemoryPPO(OnPolicyAlgorithm):
 
                 entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
                 entropy_losses.append(entropy_loss.item())
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                loss = policy_loss + ent_coef * entropy_loss + self.vf_coef * value_loss
 
                 with torch.no_grad():
                     log_ratio = log_prob - old_log_prob
@@ -443,10 +453,17 @@ class MemoryPPO(OnPolicyAlgorithm):
         if self.memory_reset_prob > 0.0:
             self.logger.record("rollout/memory_resets", self._n_memory_resets)
         self.logger.record("train/clip_range", clip_range)
+        self.logger.record("train/ent_coef", ent_coef)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
         for key, value in self.policy.memory_diagnostics().items():
             self.logger.record(key, value)
+
+    def current_ent_coef(self) -> float:
+        """The entropy coefficient of the next update (``ent_coef``, or its schedule at the current progress)."""
+        if callable(self.ent_coef):
+            return float(self.ent_coef(self._current_progress_remaining))
+        return self.ent_coef
 
     # ------------------------------------------------------------------ user API
 

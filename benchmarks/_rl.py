@@ -208,6 +208,15 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
     if schedule == "linear":
         lr0 = float(ppo["learning_rate"])
         ppo["learning_rate"] = lambda progress_remaining: lr0 * progress_remaining
+    ent_schedule = ppo.pop("ent_schedule", "constant")  # likewise for the entropy coefficient (MemoryPPO only)
+    if ent_schedule not in LR_SCHEDULES or (ent_schedule != "constant" and spec.agent == "rppo"):
+        raise ValueError(
+            f"spec field 'ppo.ent_schedule'={ent_schedule!r} is unknown or not for agent {spec.agent!r}; allowed: "
+            f"{', '.join(LR_SCHEDULES)} (RecurrentPPO: constant only, it takes a float entropy coefficient)"
+        )
+    if ent_schedule == "linear":
+        ent0 = float(ppo.get("ent_coef", 0.0))
+        ppo["ent_coef"] = lambda progress_remaining: ent0 * progress_remaining
     if spec.agent == "rppo":
         from sb3_contrib import RecurrentPPO
 
@@ -230,17 +239,21 @@ def build_model(spec: RunSpec, env: Any, policy_extra: dict[str, Any] | None = N
 
 # the run label (variant) of each learning-rate schedule a sweep may ask for in ``spec.ppo["lr_schedule"]``
 LR_VARIANTS = {"constant": "", "linear": "lrdecay", "decay_on_success": "lrdecay-success"}
+# likewise for the entropy coefficient's schedule, ``spec.ppo["ent_schedule"]``
+ENT_VARIANTS = {"constant": "", "linear": "entdecay", "decay_on_success": "entdecay-success"}
 
 
 def schedule_callbacks(spec: RunSpec, window: int = 100, threshold: float = 0.9) -> list[Any]:
-    """Callbacks the spec's learning-rate schedule needs: ``decay_on_success`` keeps the rate constant until the
-    success rate of the last ``window`` training episodes reaches ``threshold``, then decays it linearly to 0 at the
-    budget (``agents.callbacks.DecayLROnSuccess``); the other schedules need none."""
-    if spec.ppo.get("lr_schedule", "constant") != "decay_on_success":
+    """Callbacks the spec's schedules need: ``decay_on_success`` (of the learning rate, ``ppo.lr_schedule``, and / or
+    of the entropy coefficient, ``ppo.ent_schedule``) keeps the value constant until the success rate of the last
+    ``window`` training episodes reaches ``threshold``, then decays it linearly to 0 at the budget
+    (``agents.callbacks.DecayOnSuccess``); the other schedules need none."""
+    decay_lr, decay_ent = (spec.ppo.get(k, "constant") == "decay_on_success" for k in ("lr_schedule", "ent_schedule"))
+    if not (decay_lr or decay_ent):
         return []
-    from agents.callbacks import DecayLROnSuccess
+    from agents.callbacks import DecayOnSuccess
 
-    return [DecayLROnSuccess(threshold=threshold, window=window)]
+    return [DecayOnSuccess(threshold=threshold, window=window, learning_rate=decay_lr, ent_coef=decay_ent)]
 
 
 def evaluate_greedy(model: Any, spec: RunSpec, n_episodes: int, seed: int, start_state: Any = None,
@@ -327,8 +340,9 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9, save_to: P
         "threshold": threshold,
         "machine": machine_info(),
     }
-    if decay:
-        record["lr_decay_start"] = decay[0].triggered_at
+    for cb in decay:  # the env step where the decay started (None: never triggered)
+        record.update({"lr_decay_start": cb.triggered_at} if cb.decay_lr else {})
+        record.update({"ent_decay_start": cb.triggered_at} if cb.decay_ent else {})
     if max(trial_eps, default=-1) >= 0:
         te, s = np.asarray(trial_eps), np.asarray(succ, dtype=np.float64)
         n_k = int(te.max()) + 1

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _rl import (  # noqa: E402
     AGENT_COLOURS,
     AGENT_LABELS,
+    ENT_VARIANTS,
     IMG_DIR,
     LR_VARIANTS,
     RESULTS_DIR,
@@ -135,6 +136,7 @@ def tmaze_specs(
     kv_window: int | None = None,
     hqlt_window: int | None = None,
     lr_schedule: str = "constant",
+    ent_schedule: str = "constant",
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
@@ -143,7 +145,8 @@ def tmaze_specs(
     ``kv_window`` / ``hqlt_window`` set the KV-only / HQLT agent's window (its runs get ``window<S>``). An
     ``lr_schedule`` other than ``constant`` (``linear``: decayed to 0 over the budget; ``decay_on_success``: constant
     until 0.9 success over the last 100 episodes, then decayed to 0 at the budget) labels the runs ``lrdecay`` /
-    ``lrdecay-success``."""
+    ``lrdecay-success``; an ``ent_schedule`` other than ``constant`` does the same for the entropy coefficient
+    (``entdecay`` / ``entdecay-success``; our agents only, as RecurrentPPO takes a float coefficient)."""
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -170,7 +173,7 @@ def tmaze_specs(
             ppo["dual_clip"] = dual_clip
         if lr_schedule != "constant":
             ppo["lr_schedule"] = lr_schedule
-        labels = [variant, LR_VARIANTS[lr_schedule]]  # "" for the constant rate, dropped below
+        labels = [variant, LR_VARIANTS[lr_schedule], ENT_VARIANTS[ent_schedule]]  # "" for constant, dropped below
         for agent in agents:
             agent_variant = "-".join(
                 filter(None, labels + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window))
@@ -185,7 +188,7 @@ def tmaze_specs(
                         seed=seed,
                         total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
                         n_envs=8,
-                        ppo=ppo,
+                        ppo=ppo | ({"ent_schedule": ent_schedule} if ent_schedule != "constant" else {}),
                         memory_kwargs=memory_kwargs(agent, mixer_bias, kv_window, hqlt_window),
                         net_arch=[32],
                         variant=agent_variant,
@@ -862,6 +865,13 @@ def main(argv: list[str] | None = None) -> None:
         help="T-Maze learning-rate schedule (a variant): linear decays to 0 over the budget, decay_on_success keeps the "
         "rate until 0.9 success over the last 100 episodes, then decays it to 0 at the budget",
     )
+    p.add_argument(
+        "--ent-schedule",
+        choices=tuple(ENT_VARIANTS),
+        default="constant",
+        help="T-Maze entropy-coefficient schedule (a variant; not for rppo), as --lr-schedule's: decay_on_success keeps "
+        "the coefficient until 0.9 success over the last 100 episodes, then decays it to 0 at the budget",
+    )
     p.add_argument("--workers", type=int, default=2, help="runs in parallel (one torch thread each)")
     p.add_argument("--out", type=Path, default=None, help="folder for the JSON / tables / figures")
     p.add_argument(
@@ -915,12 +925,16 @@ def main(argv: list[str] | None = None) -> None:
     check_window(args.hqlt_window, "--hqlt-window")
     quick = args.quick
     tasks = args.tasks or ["tmaze", "visualmatch"]
-    if args.lr_schedule != "constant" and "tmaze" not in tasks:
-        raise SystemExit("--lr-schedule applies to T-Maze runs only; add --tasks tmaze or drop --lr-schedule")
+    for flag, value in (("--lr-schedule", args.lr_schedule), ("--ent-schedule", args.ent_schedule)):
+        if value != "constant" and "tmaze" not in tasks:
+            raise SystemExit(f"{flag} applies to T-Maze runs only; add --tasks tmaze or drop {flag}")
     lengths = args.lengths or ([16] if quick else list(FULL_LENGTHS))
     distractor = args.distractor or (20 if quick else 250)
     agents = args.agents or (["hqlt", "kv", "lstm", "rppo"] if quick else list(FULL_AGENTS))
     seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
+    if args.ent_schedule != "constant" and "rppo" in agents:
+        raise SystemExit("--ent-schedule is for our agents only (RecurrentPPO takes a float entropy coefficient); "
+                         "drop rppo from --agents")
     out = args.out or (RESULTS_DIR / "quick" if quick else RESULTS_DIR)
     img_dir = args.out or (RESULTS_DIR / "quick" if quick else IMG_DIR)
     results = out / "memory_length.json"
@@ -940,6 +954,7 @@ def main(argv: list[str] | None = None) -> None:
             args.kv_window,
             args.hqlt_window,
             args.lr_schedule,
+            args.ent_schedule,
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents

@@ -510,3 +510,27 @@ def test_default_optimizer_matches_sb3_ppo() -> None:
     assert custom["eps"] == 1e-3 and custom["fused"] is False
     sgd = make_model(env, "gru", optimizer_class=torch.optim.SGD, optimizer_kwargs=dict(momentum=0.5)).policy.optimizer
     assert isinstance(sgd, torch.optim.SGD)
+
+
+def test_ent_coef_schedule() -> None:
+    """ent_coef may be a schedule of the progress remaining: a constant one trains exactly as the float, another
+    changes the update and is logged; a negative or non-numeric coefficient is an error naming the field."""
+    from stable_baselines3.common.utils import ConstantSchedule, LinearSchedule
+
+    def run(ent_coef: Any) -> tuple[list[torch.Tensor], float]:
+        env = make_vec_env(CueEnv, n_envs=2, seed=3, vec_env_cls=DummyVecEnv)
+        model = make_model(env, "hqlt", seed=3)
+        model.ent_coef = ent_coef
+        model.learn(64)
+        return [p.detach().clone() for p in model.policy.parameters()], model.logger.name_to_value["train/ent_coef"]
+
+    plain, logged = run(0.05)
+    same, logged_same = run(ConstantSchedule(0.05))
+    assert logged == logged_same == pytest.approx(0.05)
+    assert all(torch.equal(a, b) for a, b in zip(plain, same))
+    decayed, logged_decayed = run(LinearSchedule(0.05, 0.0, 1.0))
+    assert logged_decayed == 0.0  # the last of 2 updates (rollouts of 32 steps) comes at progress remaining 0
+    assert not all(torch.equal(a, b) for a, b in zip(plain, decayed))
+    for bad in (-0.01, "0.01", True):
+        with pytest.raises(ValueError, match="'ent_coef'"):
+            MemoryPPO("MlpMemoryPolicy", make_env(), n_steps=16, seq_len=8, batch_size=16, ent_coef=bad)

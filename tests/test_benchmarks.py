@@ -291,6 +291,41 @@ def test_lr_schedules_of_a_spec() -> None:
     assert specs[0].key == "minigrid-S11/hqlt-lrdecay-success/seed0" and specs[0].ppo["lr_schedule"] == "decay_on_success"
 
 
+def test_ent_schedules_of_a_spec_and_the_tmaze_sweep() -> None:
+    """ppo.ent_schedule: linear -> a callable coefficient; decay_on_success -> the callback decaying the coefficient
+    (and the rate only where lr_schedule asks too); RecurrentPPO or an unknown schedule -> an error naming the field;
+    the sweep's --ent-schedule labels the runs."""
+    from memory_length import main, tmaze_specs
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  (registers hqlt/PassiveTMaze-v0)
+
+    base = dict(task="t", env_id="hqlt/PassiveTMaze-v0", env_kwargs={"memory_length": 2}, agent="hqlt", seed=0,
+                total_timesteps=64, memory_kwargs=dict(d_model=16, n_layers=1, n_heads=2, window=4))
+    env = make_vec_env("hqlt/PassiveTMaze-v0", n_envs=2, env_kwargs={"memory_length": 2})
+    ppo = dict(n_steps=16, seq_len=8, batch_size=16, learning_rate=1e-3, ent_coef=0.02)
+    model = _rl.build_model(_rl.RunSpec(**base, ppo={**ppo, "ent_schedule": "linear"}), env)
+    assert (model.ent_coef(1.0), model.ent_coef(0.5)) == pytest.approx((0.02, 0.01))
+    assert _rl.build_model(_rl.RunSpec(**base, ppo=ppo), env).ent_coef == 0.02
+    for lr_schedule, decay_lr in (("constant", False), ("decay_on_success", True)):
+        spec = _rl.RunSpec(**base, ppo={**ppo, "ent_schedule": "decay_on_success", "lr_schedule": lr_schedule})
+        (cb,) = _rl.schedule_callbacks(spec)
+        assert (cb.decay_ent, cb.decay_lr) == (True, decay_lr)
+    with pytest.raises(ValueError, match="ent_schedule"):
+        _rl.build_model(_rl.RunSpec(**base, ppo={**ppo, "ent_schedule": "cosine"}), env)
+    with pytest.raises(ValueError, match="ent_schedule.*RecurrentPPO"):
+        _rl.build_model(_rl.RunSpec(**{**base, "agent": "rppo"}, ppo={**ppo, "ent_schedule": "linear"}), env)
+    specs = {s.agent: s for s in tmaze_specs([64], ["hqlt", "deltanet"], [0], quick=True, mixer_bias=2.0,
+                                             ent_schedule="decay_on_success")}
+    assert specs["hqlt"].key == "tmaze-L64/hqlt-entdecay-success-mixbias2/seed0"
+    assert specs["deltanet"].key == "tmaze-L64/deltanet-entdecay-success/seed0"
+    assert specs["deltanet"].ppo["ent_schedule"] == "decay_on_success" and "lr_schedule" not in specs["deltanet"].ppo
+    with pytest.raises(SystemExit, match="our agents only"):
+        main(["--tasks", "tmaze", "--agents", "hqlt", "rppo", "--ent-schedule", "linear", "--report-only"])
+    with pytest.raises(SystemExit, match="T-Maze runs only"):
+        main(["--tasks", "visualmatch", "--ent-schedule", "linear", "--report-only"])
+
+
 def test_save_results_keeps_records_saved_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     _rl.save_results(path, {"a": {"key": "a", "v": 1}}, meta={})

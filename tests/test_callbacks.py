@@ -14,7 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import MemoryPPO
-from agents.callbacks import DecayAfter, DecayLROnSuccess
+from agents.callbacks import DecayAfter, DecayLROnSuccess, DecayOnSuccess
 
 TINY = dict(d_model=16, n_layers=1, n_heads=2, window=4)
 LR = 1e-3
@@ -144,3 +144,63 @@ def test_bad_input_names_the_field_and_the_fix() -> None:
     model = make_model(key=None)
     with pytest.raises(ValueError, match="on='return'"):
         model.learn(160, callback=DecayLROnSuccess(window=10))
+
+
+ENT = 0.02
+
+
+class EntCoefRecorder(BaseCallback):
+    """The entropy coefficient each update of this ``learn`` call used, with the env step of the update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, float]] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.n_calls > 0:  # the progress is the previous update's until the next rollout ends
+            self.rows.append((int(self.model.num_timesteps), self.model.current_ent_coef()))
+
+
+def test_decays_the_entropy_coefficient_alone_or_with_the_rate() -> None:
+    """ent_coef=True wraps MemoryPPO's entropy coefficient as the rate's (full until the trigger, then linear to 0 at
+    the budget); learning_rate=False leaves the rate alone; both together decay both from the same step."""
+    for decay_lr in (False, True):
+        model = make_model()
+        model.ent_coef = ENT
+        decay, ents, rates = DecayOnSuccess(threshold=0.9, window=10, learning_rate=decay_lr, ent_coef=True), \
+            EntCoefRecorder(), RateRecorder()
+        total = 320
+        model.learn(total, callback=CallbackList([decay, ents, rates]))
+        assert decay.triggered_at == 32 and isinstance(model.ent_coef, DecayAfter)
+        assert ents.rows[0] == (32, pytest.approx(ENT))
+        for step, ent in ents.rows:
+            assert ent == pytest.approx(ENT * (1 - (step - 32) / (total - 32)))
+        assert isinstance(model.learning_rate, DecayAfter) == decay_lr
+        for step, lr in rates.rows:
+            assert lr == pytest.approx(LR * (1 - (step - 32) / (total - 32)) if decay_lr else LR)
+
+
+def test_saved_model_keeps_its_entropy_decay(tmp_path) -> None:
+    model = make_model()
+    model.ent_coef = ENT
+    model.learn(160, callback=DecayOnSuccess(threshold=0.9, window=10, learning_rate=False, ent_coef=True))
+    model.save(tmp_path / "m.zip")
+    loaded = MemoryPPO.load(tmp_path / "m.zip", env=model.get_env())
+    assert isinstance(loaded.ent_coef, DecayAfter) and loaded.ent_coef.start_step == 32
+    decay, ents = DecayOnSuccess(threshold=0.9, window=10, learning_rate=False, ent_coef=True), EntCoefRecorder()
+    loaded.learn(160, callback=CallbackList([decay, ents]), reset_num_timesteps=False)
+    assert decay.triggered_at == 32  # the earlier trigger, not a new one
+    for step, ent in ents.rows:
+        assert ent == pytest.approx(ENT * (1 - (step - 32) / (320 - 32)))
+
+
+def test_entropy_decay_bad_input() -> None:
+    with pytest.raises(ValueError, match="nothing to decay"):
+        DecayOnSuccess(learning_rate=False, ent_coef=False)
+    assert DecayLROnSuccess is DecayOnSuccess  # the old name, with the same defaults (the learning rate only)
+    assert (DecayLROnSuccess().decay_lr, DecayLROnSuccess().decay_ent) == (True, False)
+    with pytest.raises(ValueError, match="'ent_coef' may be a schedule.*MemoryPPO"):
+        make_model("ppo").learn(64, callback=DecayOnSuccess(window=10, ent_coef=True))

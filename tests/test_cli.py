@@ -120,6 +120,8 @@ def test_overrides_parse_to_typed_fields():
         ("ppo.lr_schedule=cosine", ["ppo.lr_schedule", "decay_on_success"]),
         ("ppo.lr_decay_threshold=2", ["ppo.lr_decay_threshold", "(0, 1]"]),
         ("ppo.memory_reset_prob=1.5", ["ppo.memory_reset_prob", "[0, 1]"]),
+        ("ppo.ent_schedule=cosine", ["ppo.ent_schedule", "decay_on_success"]),
+        ("ppo.ent_coef=-0.1", ["ppo.ent_coef", ">= 0"]),
     ],
 )
 def test_bad_overrides_name_the_field(override, fragments):
@@ -230,6 +232,32 @@ def test_decay_on_success_schedule_survives_resume(tmp_path):
         assert float(r["train/learning_rate"]) == pytest.approx(want, rel=1e-6), (step, start)
     assert start == 128 and int(rows[-1]["time/total_timesteps"]) == 512
     assert json.loads((run_dir / "run.json").read_text())["lr_decay_start"] == 128
+
+
+def test_entropy_schedules(tmp_path):
+    """ppo.ent_schedule: linear -> a schedule from ppo.ent_coef to 0; decay_on_success -> the full coefficient until
+    the trigger, then linear decay to 0 at total_timesteps (the learning rate untouched unless its own schedule asks)."""
+    import csv
+
+    from stable_baselines3.common.utils import LinearSchedule
+
+    cfg = resolve_config("tmaze_hqlt", None, ["ppo.ent_schedule=linear", "ppo.ent_coef=0.02"])
+    ent = train_rl.ppo_kwargs(cfg)["ent_coef"]
+    assert isinstance(ent, LinearSchedule) and (ent(1.0), ent(0.5), ent(0.0)) == pytest.approx((0.02, 0.01, 0.0))
+    short = ["env.kwargs.memory_length=1", "env.kwargs.time_limit=4", "eval_freq=0", "ppo.learning_rate=0.001",
+             "ppo.lr_schedule=constant", "ppo.ent_coef=0.02", "ppo.ent_schedule=decay_on_success",
+             "ppo.lr_decay_threshold=0.01", "ppo.lr_decay_window=20"]
+    rc, run_dir = _train(tmp_path, "entdecay", *short, "total_timesteps=512")
+    assert rc == 0
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["ent_coef_decay_start"] == 128 and status["lr_decay_start"] is None
+    rows = [r for r in csv.DictReader(open(run_dir / "logs" / "progress.csv")) if r.get("train/ent_coef")]
+    for r in rows:
+        step = int(r["time/total_timesteps"])  # an update is logged in the next row: from 128 steps earlier
+        want = 0.02 if step - 128 <= 128 else 0.02 * (1 - (step - 128 - 128) / (512 - 128))
+        assert float(r["train/ent_coef"]) == pytest.approx(want, rel=1e-6), step
+        assert float(r["train/learning_rate"]) == pytest.approx(1e-3)
+    assert len(rows) >= 3
 
 
 def test_resume_restores_rng_state_exactly(tmp_path):
