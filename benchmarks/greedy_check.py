@@ -274,7 +274,7 @@ def build_spec(args: argparse.Namespace) -> RunSpec:
     if args.agent not in OUR_AGENTS:
         raise SystemExit(f"--agent {args.agent!r}: only our MemoryPPO agents can be checked ({', '.join(OUR_AGENTS)})")
     (spec,) = tmaze_specs([args.length], [args.agent], [args.seed], args.quick, budget_scale=args.budget_scale,
-                          mixer_bias=args.mixer_bias, lr_schedule=args.lr_schedule)
+                          mixer_bias=args.mixer_bias, lr_schedule=args.lr_schedule, ent_schedule=args.ent_schedule)
     return spec
 
 
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--agent", default="hqlt", help="tmaze: one of our agents")
     p.add_argument("--mixer-bias", type=float, default=0.0, help="tmaze: HQLT's mixer_bias (as memory_length.py)")
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear", "decay_on_success"))
+    p.add_argument("--ent-schedule", default="constant", choices=("constant", "linear", "decay_on_success"),
+                   help="tmaze: the entropy coefficient's schedule (as memory_length.py)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="tmaze: the budget times this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=None, help="episodes per way (default: the sweep's evaluation's)")

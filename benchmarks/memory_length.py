@@ -381,6 +381,11 @@ def _success_at(r: dict, budget: int) -> float | None:
     return within[-1] if within else None
 
 
+def _greedy_at(records: list[dict], budget: int) -> list[float]:
+    """Greedy success of the runs whose budget is ``budget`` (a longer run's evaluation is not of that point)."""
+    return [r["eval"]["success"] for r in records if r["spec"]["total_timesteps"] == budget and "eval" in r]
+
+
 def _show_steps(values: list[float]) -> str:
     return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
 
@@ -648,9 +653,10 @@ def _condition_agents(conditions: list[tuple[str, dict]]) -> list[str]:
 
 def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) -> str:
     """T-Maze settings side by side: per length, agent and setting the env steps to 0.9 and the training success,
-    every run read at the smallest budget any run of that length had; then each later setting against the first,
-    same agent: the steps by rank (those not there last) and the success at the budget, each with an exact
-    two-sided permutation test over seeds (a setting may help or hurt)."""
+    every run read at the smallest budget any run of that length had, and the greedy evaluation of the runs made with
+    that budget (with the runs that fail it although training succeeded); then each later setting against the first,
+    same agent: the steps by rank (those not there last), the success at the budget and the greedy success, each with
+    an exact two-sided permutation test over seeds (a setting may help or hurt)."""
     budgets = _tmaze_budgets(conditions)
     agents = _condition_agents(conditions)
     lines = ["**Passive T-Maze: settings compared** (chance 0.5; every run read at the budget named)", ""]
@@ -664,8 +670,9 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
             f"*L = {n}, read at {budget:,} env steps*",
             "",
             "| agent | setting | steps to 0.9 by seed ('-': not within the budget) | reached | median steps "
-            "(of those reached) | training success at the budget | seeds |",
-            "|---|---|---|---|---|---|---|",
+            "(of those reached) | training success at the budget | greedy success | greedy < 0.8 where training "
+            ">= 0.9 | seeds |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for agent in agents:
             for label, by_key in conditions:
@@ -675,9 +682,14 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 steps = [_steps_within(r, budget) for r in recs]
                 reached = [v for v in steps if v < float("inf")]
                 success = [v for v in (_success_at(r, budget) for r in recs) if v is not None]
+                greedy = _greedy_at(recs, budget)
+                trained = [r for r in recs if r["spec"]["total_timesteps"] == budget and (_success_at(r, budget) or 0) >= 0.9]
+                failed = sum(r["eval"]["success"] < 0.8 for r in trained)
+                partial = "" if len(greedy) == len(recs) else f" ({len(greedy)} of {len(recs)} runs)"
                 lines.append(
                     f"| {agent_label(agent, recs)} | {label} | {_show_steps(steps)} | {len(reached)} of {len(recs)} | "
                     f"{f'{np.median(reached) / 1000:.0f}k' if reached else '-'} | {fmt_pm(success)} | "
+                    f"{fmt_pm(greedy) if greedy else '-'}{partial} | {failed} of {len(trained)} | "
                     f"{', '.join(str(r['spec']['seed']) for r in recs)} |"
                 )
         lines.append("")
@@ -693,6 +705,10 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 if None not in sa + sb:
                     p_success = permutation_p(sa, sb, alternative="two-sided")
                     test = f"; success at the budget {np.mean(sa):.2f} against {np.mean(sb):.2f}, p = {p_success:.3f}"
+                ga, gb = _greedy_at(a, budget), _greedy_at(b, budget)
+                if len(ga) >= 2 and len(gb) >= 2:
+                    p_greedy = permutation_p(ga, gb, alternative="two-sided")
+                    test += f"; greedy success {np.mean(ga):.2f} against {np.mean(gb):.2f}, p = {p_greedy:.3f}"
                 lines.append(
                     f"- {AGENT_LABELS[agent]}, *{label}* against *{first_label}*: steps to 0.9, mean rank "
                     f"{np.mean(ranks[: len(a)]):.1f} against {np.mean(ranks[len(a) :]):.1f} (rank 1 the soonest), "

@@ -135,6 +135,18 @@ def test_greedy_check_refuses_what_it_cannot_check(tmp_path):
         greedy_check.main(["--continue-steps", "-5", "--out", str(tmp_path)])
 
 
+def test_tmaze_spec_is_the_sweeps_own_with_its_schedules():
+    from argparse import Namespace
+
+    from memory_length import tmaze_specs
+
+    args = Namespace(task="tmaze", agent="deltanet", length=64, seed=3, quick=False, budget_scale=1.0, mixer_bias=0.0,
+                     lr_schedule="constant", ent_schedule="decay_on_success")
+    spec = greedy_check.build_spec(args)
+    assert spec.key == "tmaze-L64/deltanet-entdecay-success/seed3"
+    assert spec == tmaze_specs([64], ["deltanet"], [3], False, ent_schedule="decay_on_success")[0]
+
+
 @pytest.mark.slow
 def test_quick_mode_matches_the_sweeps_greedy_evaluation(tmp_path):
     """Trained in-process as cross_episode.py --quick trains: greedy everywhere from a fresh state gives the run's own
