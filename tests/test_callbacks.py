@@ -42,19 +42,30 @@ class FixedOutcomeEnv(gym.Env):
         return np.full(2, self.t / 2, np.float32), float(done and self.succeed), done, False, info
 
 
-class RateRecorder(BaseCallback):
-    """The optimizer's learning rate of each update of this ``learn`` call, with the env step of the update."""
+class UpdateRecorder(BaseCallback):
+    """``read(model)`` after each update of this ``learn`` call, with the env step of the update."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Any) -> None:
         super().__init__()
+        self.read = read
         self.rows: list[tuple[int, float]] = []
 
     def _on_step(self) -> bool:
         return True
 
     def _on_rollout_start(self) -> None:
-        if self.n_calls > 0:  # not before the first rollout: its rate is the previous learn()'s
-            self.rows.append((int(self.model.num_timesteps), self.model.policy.optimizer.param_groups[0]["lr"]))
+        if self.n_calls > 0:  # not before the first rollout: what it reads then is the previous learn()'s
+            self.rows.append((int(self.model.num_timesteps), self.read(self.model)))
+
+
+def RateRecorder() -> UpdateRecorder:  # noqa: N802  (reads like the class it stands for)
+    """The optimizer's learning rate of each update."""
+    return UpdateRecorder(lambda model: model.policy.optimizer.param_groups[0]["lr"])
+
+
+def EntCoefRecorder() -> UpdateRecorder:  # noqa: N802
+    """The entropy coefficient each update used (the progress is the update's until the next rollout ends)."""
+    return UpdateRecorder(lambda model: model.current_ent_coef())
 
 
 def make_model(algo: str = "memory", n_envs: int = 2, **env_kwargs: Any) -> Any:
@@ -147,21 +158,6 @@ def test_bad_input_names_the_field_and_the_fix() -> None:
 
 
 ENT = 0.02
-
-
-class EntCoefRecorder(BaseCallback):
-    """The entropy coefficient each update of this ``learn`` call used, with the env step of the update."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[tuple[int, float]] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.n_calls > 0:  # the progress is the previous update's until the next rollout ends
-            self.rows.append((int(self.model.num_timesteps), self.model.current_ent_coef()))
 
 
 def test_decays_the_entropy_coefficient_alone_or_with_the_rate() -> None:
