@@ -653,8 +653,9 @@ def _condition_agents(conditions: list[tuple[str, dict]]) -> list[str]:
 
 def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) -> str:
     """T-Maze settings side by side: per length, agent and setting the env steps to 0.9 and the training success,
-    every run read at the smallest budget any run of that length had, and the greedy evaluation of the runs made with
-    that budget (with the runs that fail it although training succeeded); then each later setting against the first,
+    every run read at the smallest budget any run of that length had (with the runs that fell below 0.9 again after
+    reaching it), and the greedy evaluation of the runs made with that budget (with the runs that fail it although
+    training succeeded); then each later setting against the first,
     same agent: the steps by rank (those not there last), the success at the budget and the greedy success, each with
     an exact two-sided permutation test over seeds (a setting may help or hurt)."""
     budgets = _tmaze_budgets(conditions)
@@ -670,9 +671,9 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
             f"*L = {n}, read at {budget:,} env steps*",
             "",
             "| agent | setting | steps to 0.9 by seed ('-': not within the budget) | reached | median steps "
-            "(of those reached) | training success at the budget | greedy success | greedy < 0.8 where training "
-            ">= 0.9 | seeds |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "(of those reached) | training success at the budget | below 0.9 again at the budget | greedy success | "
+            "greedy < 0.8 where training >= 0.9 | seeds |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for agent in agents:
             for label, by_key in conditions:
@@ -682,6 +683,7 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 steps = [_steps_within(r, budget) for r in recs]
                 reached = [v for v in steps if v < float("inf")]
                 success = [v for v in (_success_at(r, budget) for r in recs) if v is not None]
+                fell = sum(v < float("inf") and (_success_at(r, budget) or 0) < 0.9 for r, v in zip(recs, steps))
                 greedy = _greedy_at(recs, budget)
                 trained = [r for r in recs if r["spec"]["total_timesteps"] == budget and (_success_at(r, budget) or 0) >= 0.9]
                 failed = sum(r["eval"]["success"] < 0.8 for r in trained)
@@ -689,7 +691,7 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 lines.append(
                     f"| {agent_label(agent, recs)} | {label} | {_show_steps(steps)} | {len(reached)} of {len(recs)} | "
                     f"{f'{np.median(reached) / 1000:.0f}k' if reached else '-'} | {fmt_pm(success)} | "
-                    f"{fmt_pm(greedy) if greedy else '-'}{partial} | {failed} of {len(trained)} | "
+                    f"{fell} of {len(reached)} | {fmt_pm(greedy) if greedy else '-'}{partial} | {failed} of {len(trained)} | "
                     f"{', '.join(str(r['spec']['seed']) for r in recs)} |"
                 )
         lines.append("")

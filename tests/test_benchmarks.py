@@ -176,7 +176,7 @@ def test_tmaze_settings_compared_at_the_smallest_budget(tmp_path: Path) -> None:
     """A T-Maze setting may gather its seeds from several folders (the later folder's run wins, here a 2x-budget
     seed 1 that reached 0.9 only after the 1x budget, so '-'). Steps by rank: 'bias 2' 30k / 50k / 20k (ranks 2, 4,
     1) against 40k / - / 90k (3, 6, 5); 4 of the 20 splits of ranks 1-6 are as far from the mean sum (sums 6, 7, 14,
-    15): p = 0.2. Success: 1.00 / 0.97 / 0.99 against 0.95 / 0.60 / 0.92; only the observed split and its mirror
+    15): p = 0.2. Success: 1.00 / 0.97 / 0.99 against 0.95 / 0.60 / 0.85; only the observed split and its mirror
     are as extreme: p = 0.1."""
     from memory_length import main, tmaze_specs
 
@@ -195,7 +195,7 @@ def test_tmaze_settings_compared_at_the_smallest_budget(tmp_path: Path) -> None:
 
     write(tmp_path / "a1", {0: (40_000, 0.95), 1: (10_000, 1.0)})
     write(tmp_path / "a2", {1: (150_000, 0.6)}, scale=2.0)  # replaces a1's seed 1; read at 102,400: not there, 0.60
-    write(tmp_path / "a3", {2: (90_000, 0.92)})
+    write(tmp_path / "a3", {2: (90_000, 0.85)})  # reached 0.9, below it again at the budget
     write(tmp_path / "b", {0: (30_000, 1.0), 1: (50_000, 0.97), 2: (20_000, 0.99)}, bias=2.0)
     out = tmp_path / "out"
     first = "bias 0=" + ",".join(str(tmp_path / f) for f in ("a1", "a2", "a3"))
@@ -203,13 +203,13 @@ def test_tmaze_settings_compared_at_the_smallest_budget(tmp_path: Path) -> None:
     text = (out / "tmaze_conditions.md").read_text()
     assert "*L = 64, read at 102,400 env steps*" in text
     # greedy: only runs made with the budget read (not a2's 2x seed 1); 0.5 in each, under training's 0.9 or more
-    assert ("| HQLT (sync) | bias 0 | 40k / - / 90k | 2 of 3 | 65k | 0.82 ± 0.16 | 0.50 ± 0.00 (2 of 3 runs) | 2 of 2 | "
-            "0, 1, 2 |") in text
-    assert ("| HQLT (sync) [mixer_bias 2] | bias 2 | 30k / 50k / 20k | 3 of 3 | 30k | 0.99 ± 0.01 | 0.50 ± 0.00 | "
+    assert ("| HQLT (sync) | bias 0 | 40k / - / 90k | 2 of 3 | 65k | 0.80 ± 0.15 | 1 of 2 | 0.50 ± 0.00 (2 of 3 runs) | "
+            "1 of 1 | 0, 1, 2 |") in text
+    assert ("| HQLT (sync) [mixer_bias 2] | bias 2 | 30k / 50k / 20k | 3 of 3 | 30k | 0.99 ± 0.01 | 0 of 3 | 0.50 ± 0.00 | "
             "3 of 3 | 0, 1, 2 |") in text
     assert (
         "- HQLT (sync), *bias 2* against *bias 0*: steps to 0.9, mean rank 2.3 against 4.7 (rank 1 the soonest), "
-        "p = 0.200; success at the budget 0.99 against 0.82, p = 0.100; greedy success 0.50 against 0.50, p = 1.000 "
+        "p = 0.200; success at the budget 0.99 against 0.80, p = 0.100; greedy success 0.50 against 0.50, p = 1.000 "
         "(exact two-sided permutation tests over seeds)"
     ) in text
     assert (out / "tmaze_conditions.png").stat().st_size > 0
