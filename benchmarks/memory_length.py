@@ -386,6 +386,19 @@ def _greedy_at(records: list[dict], budget: int) -> list[float]:
     return [r["eval"]["success"] for r in records if r["spec"]["total_timesteps"] == budget and "eval" in r]
 
 
+def _greedy_pairs(first: list[dict], second: list[dict], budget: int) -> str:
+    """Greedy success seed by seed (the seeds both settings ran at ``budget``): how often ``first`` is higher or lower,
+    with an exact two-sided sign test (ties dropped); "" with fewer than two such seeds."""
+    by_seed = {r["spec"]["seed"]: r["eval"]["success"] for r in second if r["spec"]["total_timesteps"] == budget}
+    pairs = [(r["eval"]["success"], by_seed[r["spec"]["seed"]]) for r in first
+             if r["spec"]["total_timesteps"] == budget and r["spec"]["seed"] in by_seed]
+    if len(pairs) < 2:
+        return ""
+    higher, lower = sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)
+    return (f"; greedy success, seed by seed: higher in {higher} of {len(pairs)}, lower in {lower} (sign test "
+            f"p = {sign_test_p(higher, lower):.3f})")
+
+
 def _show_steps(values: list[float]) -> str:
     return " / ".join("-" if v == float("inf") else f"{v / 1000:.0f}k" for v in values)
 
@@ -711,10 +724,11 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 if len(ga) >= 2 and len(gb) >= 2:
                     p_greedy = permutation_p(ga, gb, alternative="two-sided")
                     test += f"; greedy success {np.mean(ga):.2f} against {np.mean(gb):.2f}, p = {p_greedy:.3f}"
+                pairs = _greedy_pairs(a, b, budget)
                 lines.append(
                     f"- {AGENT_LABELS[agent]}, *{label}* against *{first_label}*: steps to 0.9, mean rank "
                     f"{np.mean(ranks[: len(a)]):.1f} against {np.mean(ranks[len(a) :]):.1f} (rank 1 the soonest), "
-                    f"p = {p_steps:.3f}{test} (exact two-sided permutation tests over seeds)"
+                    f"p = {p_steps:.3f}{test} (exact two-sided permutation tests over seeds){pairs}"
                 )
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -210,7 +210,8 @@ def test_tmaze_settings_compared_at_the_smallest_budget(tmp_path: Path) -> None:
     assert (
         "- HQLT (sync), *bias 2* against *bias 0*: steps to 0.9, mean rank 2.3 against 4.7 (rank 1 the soonest), "
         "p = 0.200; success at the budget 0.99 against 0.80, p = 0.100; greedy success 0.50 against 0.50, p = 1.000 "
-        "(exact two-sided permutation tests over seeds)"
+        "(exact two-sided permutation tests over seeds); greedy success, seed by seed: higher in 0 of 2, lower in 0 "
+        "(sign test p = 1.000)"
     ) in text
     assert (out / "tmaze_conditions.png").stat().st_size > 0
     # --seeds selects; one seed per setting is too few to test
