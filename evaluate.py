@@ -182,6 +182,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in results:  # trials tasks: the 1st episode of a trial is a guess, the later ones show the memory
+        if r.get("success_by_trial_episode"):
+            places = ", ".join(_fmt_ci(p, "rate") for p in r["success_by_trial_episode"])
+            lines.append(f"{r['target']}: success by episode of the trial (1st, 2nd, ...): {places}")
     return "\n".join(lines)
 
 

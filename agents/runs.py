@@ -28,7 +28,7 @@ import random
 import re
 import signal
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -258,20 +258,23 @@ class EpisodeResults:
     returns: list[float]
     lengths: list[int]
     successes: list[float | None]
+    trial_episodes: list[int | None] = field(default_factory=list)
+    """``info["trial_episode"]`` at each episode's end (0-based index within a trial of a trials task; None: none)."""
 
 
 def run_episodes(model: Any, vec_env: VecEnv, n_episodes: int, deterministic: bool = True) -> EpisodeResults:
     """Run exactly ``n_episodes`` episodes with ``model.predict(obs, state, episode_start, deterministic)``.
 
     Episodes are spread evenly over the envs (env i runs (n + i) // n_envs of them) so short episodes are not
-    over-represented. Success is read from ``info["success"]`` (or ``info["is_success"]``) at the episode end.
+    over-represented. Success is read from ``info["success"]`` (or ``info["is_success"]``) at the episode end, and
+    the episode's place in its trial from ``info["trial_episode"]`` (trials tasks such as hqlt/TMazeTrials-v0).
     """
     n_envs = vec_env.num_envs
     targets = np.array([(n_episodes + i) // n_envs for i in range(n_envs)])
     counts = np.zeros(n_envs, dtype=int)
     current_return = np.zeros(n_envs)
     current_length = np.zeros(n_envs, dtype=int)
-    results = EpisodeResults([], [], [])
+    results = EpisodeResults([], [], [], [])
     obs = vec_env.reset()
     state = None
     starts = np.ones(n_envs, dtype=bool)
@@ -286,6 +289,8 @@ def run_episodes(model: Any, vec_env: VecEnv, n_episodes: int, deterministic: bo
                 results.returns.append(float(current_return[i]))
                 results.lengths.append(int(current_length[i]))
                 results.successes.append(None if success is None else float(success))
+                trial_episode = infos[i].get("trial_episode")
+                results.trial_episodes.append(None if trial_episode is None else int(trial_episode))
                 counts[i] += 1
             current_return[i] = 0.0
             current_length[i] = 0
@@ -344,5 +349,23 @@ def summarize(results: EpisodeResults) -> dict[str, Any]:
     summary["return"] = mean_ci(results.returns)
     summary["length"] = mean_ci([float(v) for v in results.lengths])
     summary["length"].update({"min": int(min(results.lengths)) if n else 0, "max": int(max(results.lengths)) if n else 0})
+    by_trial = _success_by_trial_episode(results)
+    if by_trial:
+        summary["success_by_trial_episode"] = by_trial
     summary["per_episode"] = asdict(results)
     return summary
+
+
+def _success_by_trial_episode(results: EpisodeResults) -> list[dict[str, Any]]:
+    """Success rate (Wilson 95% CI) of the 1st, 2nd, ... episode of a trial, where the env reports its place in the
+    trial: on a trials task the 1st is a guess and the later ones show what the memory kept. [] otherwise."""
+    places: dict[int, list[float]] = {}
+    for k, success in zip(results.trial_episodes, results.successes):
+        if k is not None and success is not None:
+            places.setdefault(k, []).append(success)
+    out = []
+    for k in sorted(places):
+        low, high = wilson_ci(float(np.sum(places[k])), len(places[k]))
+        out.append({"trial_episode": k + 1, "rate": float(np.mean(places[k])), "ci95_low": low, "ci95_high": high,
+                    "n": len(places[k])})
+    return out

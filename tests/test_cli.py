@@ -288,6 +288,32 @@ def test_config_file_repeats_a_run_exactly(tmp_path, trained_run, capsys):
     assert all(bool((a[k] == b[k]).all()) for k in a)
 
 
+def test_evaluate_reports_success_by_episode_of_the_trial(tmp_path, capsys):
+    """On a trials task run_episodes records each episode's place in its trial (info["trial_episode"]), and the
+    summary and the printed table give the success of the 1st, 2nd, ... episode of a trial; other envs get none."""
+    from agents.runs import EpisodeResults, make_vec_env, run_episodes, summarize
+
+    class Always:  # one action throughout: every episode ends, by a turn or by the time limit
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.full(len(obs), 0), state
+
+    venv = make_vec_env("hqlt/TMazeTrials-v0", {"memory_length": 2, "episodes_per_trial": 3}, 2, 0)
+    try:
+        results = run_episodes(Always(), venv, 12)
+    finally:
+        venv.close()
+    assert sorted(results.trial_episodes) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    made = EpisodeResults([1.0, 0.0, 1.0, 1.0], [3, 3, 3, 3], [1.0, 0.0, 1.0, 1.0], [0, 1, 0, 1])
+    summary = summarize(made)
+    by_trial = summary["success_by_trial_episode"]
+    assert [(p["trial_episode"], p["rate"], p["n"]) for p in by_trial] == [(1, 1.0, 2), (2, 0.5, 2)]
+    assert by_trial[1]["ci95_low"] < 0.5 < by_trial[1]["ci95_high"]
+    table = evaluate.format_table([{"target": "run", "env": {"id": "e", "kwargs": {}}, "memory": "hqlt",
+                                    "trained_timesteps": 1, **summary}])
+    assert "run: success by episode of the trial (1st, 2nd, ...): 1.00 [" in table and "], 0.50 [" in table
+    assert "success_by_trial_episode" not in summarize(EpisodeResults([1.0], [3], [1.0], [None]))
+
+
 def test_evaluate_writes_json_gif_and_png(trained_run, tmp_path, capsys):
     import imageio.v3 as iio
 
