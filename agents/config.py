@@ -93,8 +93,8 @@ class PPOConfig:
     ent_schedule: str = "constant"
     """The entropy coefficient's schedule, as lr_schedule's: constant; linear (to 0 at total_timesteps); or
     decay_on_success (constant until the same trigger as lr_schedule's, lr_decay_threshold over lr_decay_window
-    episodes, then linear to 0 at total_timesteps; a policy that keeps its entropy after solving a task can fail
-    greedily where sampling succeeds)."""
+    episodes, then linear to 0 at total_timesteps). On the T-Maze decaying it did not make greedy play match sampled
+    play (docs/results.md#greedy-entropy-decay), so the presets keep it constant."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
     max_grad_norm: float = 0.5
