@@ -274,7 +274,7 @@ def run_episodes(model: Any, vec_env: VecEnv, n_episodes: int, deterministic: bo
     counts = np.zeros(n_envs, dtype=int)
     current_return = np.zeros(n_envs)
     current_length = np.zeros(n_envs, dtype=int)
-    results = EpisodeResults([], [], [], [])
+    results = EpisodeResults([], [], [])
     obs = vec_env.reset()
     state = None
     starts = np.ones(n_envs, dtype=bool)

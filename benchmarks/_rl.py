@@ -341,8 +341,10 @@ def run_one(spec: RunSpec, window: int = 100, threshold: float = 0.9, save_to: P
         "machine": machine_info(),
     }
     for cb in decay:  # the env step where the decay started (None: never triggered)
-        record.update({"lr_decay_start": cb.triggered_at} if cb.decay_lr else {})
-        record.update({"ent_decay_start": cb.triggered_at} if cb.decay_ent else {})
+        if cb.decay_lr:
+            record["lr_decay_start"] = cb.triggered_at
+        if cb.decay_ent:
+            record["ent_decay_start"] = cb.triggered_at
     if max(trial_eps, default=-1) >= 0:
         te, s = np.asarray(trial_eps), np.asarray(succ, dtype=np.float64)
         n_k = int(te.max()) + 1

@@ -381,17 +381,22 @@ def _success_at(r: dict, budget: int) -> float | None:
     return within[-1] if within else None
 
 
+def _made_at(records: list[dict], budget: int) -> list[dict]:
+    """The runs made with ``budget`` and evaluated greedily (a longer run's evaluation is not of that point)."""
+    return [r for r in records if r["spec"]["total_timesteps"] == budget and "eval" in r]
+
+
 def _greedy_at(records: list[dict], budget: int) -> list[float]:
-    """Greedy success of the runs whose budget is ``budget`` (a longer run's evaluation is not of that point)."""
-    return [r["eval"]["success"] for r in records if r["spec"]["total_timesteps"] == budget and "eval" in r]
+    """Greedy success of the runs made with ``budget``."""
+    return [r["eval"]["success"] for r in _made_at(records, budget)]
 
 
 def _greedy_pairs(first: list[dict], second: list[dict], budget: int) -> str:
     """Greedy success seed by seed (the seeds both settings ran at ``budget``): how often ``first`` is higher or lower,
     with an exact two-sided sign test (ties dropped); "" with fewer than two such seeds."""
-    by_seed = {r["spec"]["seed"]: r["eval"]["success"] for r in second if r["spec"]["total_timesteps"] == budget}
-    pairs = [(r["eval"]["success"], by_seed[r["spec"]["seed"]]) for r in first
-             if r["spec"]["total_timesteps"] == budget and r["spec"]["seed"] in by_seed]
+    by_seed = {r["spec"]["seed"]: r["eval"]["success"] for r in _made_at(second, budget)}
+    pairs = [(r["eval"]["success"], by_seed[r["spec"]["seed"]]) for r in _made_at(first, budget)
+             if r["spec"]["seed"] in by_seed]
     if len(pairs) < 2:
         return ""
     higher, lower = sum(x > y for x, y in pairs), sum(x < y for x, y in pairs)
@@ -668,9 +673,9 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
     """T-Maze settings side by side: per length, agent and setting the env steps to 0.9 and the training success,
     every run read at the smallest budget any run of that length had (with the runs that fell below 0.9 again after
     reaching it), and the greedy evaluation of the runs made with that budget (with the runs that fail it although
-    training succeeded); then each later setting against the first,
-    same agent: the steps by rank (those not there last), the success at the budget and the greedy success, each with
-    an exact two-sided permutation test over seeds (a setting may help or hurt)."""
+    training succeeded); then each later setting against the first, same agent: the steps by rank (those not there
+    last), the success at the budget and the greedy success, each with an exact two-sided permutation test over
+    seeds (a setting may help or hurt), and the greedy success seed by seed with a sign test."""
     budgets = _tmaze_budgets(conditions)
     agents = _condition_agents(conditions)
     lines = ["**Passive T-Maze: settings compared** (chance 0.5; every run read at the budget named)", ""]
@@ -698,7 +703,7 @@ def tmaze_compare_table(conditions: list[tuple[str, dict]], lengths: list[int]) 
                 success = [v for v in (_success_at(r, budget) for r in recs) if v is not None]
                 fell = sum(v < float("inf") and (_success_at(r, budget) or 0) < 0.9 for r, v in zip(recs, steps))
                 greedy = _greedy_at(recs, budget)
-                trained = [r for r in recs if r["spec"]["total_timesteps"] == budget and (_success_at(r, budget) or 0) >= 0.9]
+                trained = [r for r in _made_at(recs, budget) if (_success_at(r, budget) or 0) >= 0.9]
                 failed = sum(r["eval"]["success"] < 0.8 for r in trained)
                 partial = "" if len(greedy) == len(recs) else f" ({len(greedy)} of {len(recs)} runs)"
                 lines.append(
