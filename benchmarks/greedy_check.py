@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _rl import OUR_AGENTS, RESULTS_DIR, RunSpec, memory_state_file, run_one  # noqa: E402
+from _rl import ENT_VARIANTS, LR_VARIANTS, OUR_AGENTS, RESULTS_DIR, RunSpec, memory_state_file, run_one  # noqa: E402
 
 from envs.tmaze import DOWN, LEFT, RIGHT, UP  # noqa: E402  (the T-Mazes' actions)
 
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--length", type=int, default=16, help="tmaze: memory length L")
     p.add_argument("--agent", default="hqlt", help="tmaze: one of our agents")
     p.add_argument("--mixer-bias", type=float, default=0.0, help="tmaze: HQLT's mixer_bias (as memory_length.py)")
-    p.add_argument("--lr-schedule", default="constant", choices=("constant", "linear", "decay_on_success"))
-    p.add_argument("--ent-schedule", default="constant", choices=("constant", "linear", "decay_on_success"),
+    p.add_argument("--lr-schedule", default="constant", choices=tuple(LR_VARIANTS))
+    p.add_argument("--ent-schedule", default="constant", choices=tuple(ENT_VARIANTS),
                    help="tmaze: the entropy coefficient's schedule (as memory_length.py)")
     p.add_argument("--budget-scale", type=float, default=1.0, help="tmaze: the budget times this")
     p.add_argument("--seed", type=int, default=0)
