@@ -137,6 +137,7 @@ def tmaze_specs(
     hqlt_window: int | None = None,
     lr_schedule: str = "constant",
     ent_schedule: str = "constant",
+    time_slack: int | None = None,
 ) -> list[RunSpec]:
     """T-Maze runs. ``learning_rate`` / ``target_kl`` / ``budget_scale`` / ``dual_clip`` other than the defaults (1e-3,
     none, 1, none) make a stability variant: its runs are labelled ``dualclip<c>``, ``tkl<target_kl>-lr<lr>`` or
@@ -146,7 +147,11 @@ def tmaze_specs(
     ``lr_schedule`` other than ``constant`` (``linear``: decayed to 0 over the budget; ``decay_on_success``: constant
     until 0.9 success over the last 100 episodes, then decayed to 0 at the budget) labels the runs ``lrdecay`` /
     ``lrdecay-success``; an ``ent_schedule`` other than ``constant`` does the same for the entropy coefficient
-    (``entdecay`` / ``entdecay-success``; our agents only, as RecurrentPPO takes a float coefficient)."""
+    (``entdecay`` / ``entdecay-success``; our agents only, as RecurrentPPO takes a float coefficient). The time limit is
+    T = 2L (L - 1 steps of slack beyond the L + 1 that succeed) unless ``time_slack`` gives the slack K: T = L + 1 + K
+    (K = 0 is Ni et al.'s limit, where a policy that waits at the junction fails), labelled ``slack<K>``."""
+    if time_slack is not None and (isinstance(time_slack, bool) or not isinstance(time_slack, int) or time_slack < 0):
+        raise ValueError(f"time_slack must be None (T = 2L) or an integer >= 0 (T = L + 1 + K), got {time_slack!r}")
     variant = ""
     if dual_clip is not None:
         variant = f"dualclip{dual_clip}" + (f"-lr{learning_rate}" if learning_rate is not None else "")
@@ -174,6 +179,8 @@ def tmaze_specs(
         if lr_schedule != "constant":
             ppo["lr_schedule"] = lr_schedule
         labels = [variant, LR_VARIANTS[lr_schedule], ENT_VARIANTS[ent_schedule]]  # "" for constant, dropped below
+        labels.append(f"slack{time_slack}" if time_slack is not None else "")
+        time_limit = 2 * length if time_slack is None else length + 1 + time_slack
         for agent in agents:
             agent_variant = "-".join(
                 filter(None, labels + _bias_variant(agent, mixer_bias) + _window_variant(agent, kv_window, hqlt_window))
@@ -183,7 +190,7 @@ def tmaze_specs(
                     RunSpec(
                         task=f"tmaze-L{length}",
                         env_id="hqlt/PassiveTMaze-v0",
-                        env_kwargs={"memory_length": length, "time_limit": 2 * length},
+                        env_kwargs={"memory_length": length, "time_limit": time_limit},
                         agent=agent,
                         seed=seed,
                         total_timesteps=int(tmaze_budget(length, quick) * budget_scale),
@@ -896,6 +903,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--budget-scale", type=float, default=1.0, help="T-Maze budgets times this (stability variants)")
     p.add_argument(
+        "--time-slack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="T-Maze time limit L + 1 + K (a variant, runs labelled slack<K>; 0 is Ni et al.'s limit, where waiting at "
+        "the junction fails the episode); default: T = 2L",
+    )
+    p.add_argument(
         "--lr-schedule",
         choices=tuple(LR_VARIANTS),
         default="constant",
@@ -969,6 +984,11 @@ def main(argv: list[str] | None = None) -> None:
     distractor = args.distractor or (20 if quick else 250)
     agents = args.agents or (["hqlt", "kv", "lstm", "rppo"] if quick else list(FULL_AGENTS))
     seeds = args.seeds if args.seeds is not None else ([0] if quick else [0, 1, 2])
+    if args.time_slack is not None and (args.time_slack < 0 or "tmaze" not in tasks):
+        raise SystemExit(
+            f"--time-slack must be an integer >= 0 (the T-Maze time limit is L + 1 + K) for T-Maze runs (--tasks tmaze), "
+            f"got {args.time_slack}; leave it out for T = 2L"
+        )
     if args.ent_schedule != "constant" and "rppo" in agents:
         raise SystemExit("--ent-schedule is for our agents only (RecurrentPPO takes a float entropy coefficient); "
                          "drop rppo from --agents")
@@ -992,6 +1012,7 @@ def main(argv: list[str] | None = None) -> None:
             args.hqlt_window,
             args.lr_schedule,
             args.ent_schedule,
+            args.time_slack,
         )
     if "visualmatch" in tasks:
         vm_agents = [a for a in agents if a != "kv"] if quick else agents

@@ -335,6 +335,29 @@ def test_ent_schedules_of_a_spec_and_the_tmaze_sweep() -> None:
         main(["--tasks", "visualmatch", "--ent-schedule", "linear", "--report-only"])
 
 
+def test_time_slack_sets_the_tmaze_time_limit_and_labels_the_runs() -> None:
+    """--time-slack K: T = L + 1 + K (0: Ni et al.'s limit, one step at the junction), runs labelled slack<K>, the
+    default T = 2L unlabelled; a negative slack or one given for Visual Match only is refused, naming the flag."""
+    from memory_length import main, tmaze_specs
+
+    default = {s.task: s for s in tmaze_specs([16, 64], ["deltanet"], [0], quick=False)}
+    tight = {s.task: s for s in tmaze_specs([16, 64], ["deltanet"], [0], quick=False, time_slack=0)}
+    assert {t: s.env_kwargs["time_limit"] for t, s in default.items()} == {"tmaze-L16": 32, "tmaze-L64": 128}
+    assert {t: s.env_kwargs["time_limit"] for t, s in tight.items()} == {"tmaze-L16": 17, "tmaze-L64": 65}
+    assert default["tmaze-L64"].key == "tmaze-L64/deltanet/seed0"
+    assert tight["tmaze-L64"].key == "tmaze-L64/deltanet-slack0/seed0"
+    (spec,) = tmaze_specs([64], ["hqlt"], [1], quick=False, time_slack=3, mixer_bias=2.0)
+    assert spec.env_kwargs["time_limit"] == 68 and spec.key == "tmaze-L64/hqlt-slack3-mixbias2/seed1"
+    assert dataclasses.replace(spec, env_kwargs={}).ppo == dataclasses.replace(
+        tmaze_specs([64], ["hqlt"], [1], quick=False, mixer_bias=2.0)[0], env_kwargs={}
+    ).ppo  # only the limit differs
+    with pytest.raises(ValueError, match="time_slack"):
+        tmaze_specs([64], ["hqlt"], [0], quick=False, time_slack=-1)
+    for argv in (["--tasks", "tmaze", "--time-slack", "-1"], ["--tasks", "visualmatch", "--time-slack", "0"]):
+        with pytest.raises(SystemExit, match="--time-slack"):
+            main([*argv, "--report-only"])
+
+
 def test_save_results_keeps_records_saved_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     _rl.save_results(path, {"a": {"key": "a", "v": 1}}, meta={})
