@@ -178,8 +178,8 @@ def tmaze_specs(
             ppo["dual_clip"] = dual_clip
         if lr_schedule != "constant":
             ppo["lr_schedule"] = lr_schedule
-        labels = [variant, LR_VARIANTS[lr_schedule], ENT_VARIANTS[ent_schedule]]  # "" for constant, dropped below
-        labels.append(f"slack{time_slack}" if time_slack is not None else "")
+        slack = f"slack{time_slack}" if time_slack is not None else ""
+        labels = [variant, LR_VARIANTS[lr_schedule], ENT_VARIANTS[ent_schedule], slack]  # "" for the defaults, dropped
         time_limit = 2 * length if time_slack is None else length + 1 + time_slack
         for agent in agents:
             agent_variant = "-".join(
